@@ -1,0 +1,66 @@
+# courier_cc_library(NAME SRCS ... DEPS ...): a library of our own code, warnings as errors.
+function(courier_cc_library name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SRCS})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR})
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+  courier_warnings(${name})
+endfunction()
+
+# courier_cc_test(NAME SRCS ... DEPS ... [LABELS ...]): one GoogleTest binary, registered with ctest.
+function(courier_cc_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SRCS})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} courier_testing GTest::gtest GTest::gmock
+                                        GTest::gtest_main)
+  courier_warnings(${name})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 120)
+  endif()
+  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
+                       PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}")
+endfunction()
+
+function(courier_warnings target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Werror -Wno-unused-parameter)
+endfunction()
+
+# courier_proto_library(NAME PROTOS a.proto ... IMPORT_DIRS dir ... [DEPS ...]): protobuf's C++
+# for each .proto, generated under ${PROJECT_BINARY_DIR}/gen at its path relative to the first
+# import dir that holds it (proto/rpc/wire.proto → gen/rpc/wire.pb.h, included as
+# "rpc/wire.pb.h"). CMake's protobuf_generate places outputs relative to the source dir instead.
+function(courier_proto_library name)
+  cmake_parse_arguments(ARG "" "" "PROTOS;IMPORT_DIRS;DEPS" ${ARGN})
+  set(out ${PROJECT_BINARY_DIR}/gen)
+  set(srcs)
+  set(import_flags)
+  foreach(dir ${ARG_IMPORT_DIRS})
+    list(APPEND import_flags -I ${dir})
+  endforeach()
+  foreach(proto ${ARG_PROTOS})
+    get_filename_component(abs ${proto} ABSOLUTE)
+    set(rel)
+    foreach(dir ${ARG_IMPORT_DIRS})
+      file(RELATIVE_PATH candidate ${dir} ${abs})
+      if(NOT rel AND NOT candidate MATCHES "^\\.\\.")
+        set(rel ${candidate})
+      endif()
+    endforeach()
+    if(NOT rel)
+      message(FATAL_ERROR "${proto} is under none of IMPORT_DIRS ${ARG_IMPORT_DIRS}")
+    endif()
+    string(REGEX REPLACE "\\.proto$" "" base ${rel})
+    add_custom_command(
+      OUTPUT ${out}/${base}.pb.cc ${out}/${base}.pb.h
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${out}
+      COMMAND protobuf::protoc --cpp_out=${out} ${import_flags} ${abs}
+      DEPENDS ${abs} protobuf::protoc
+      COMMENT "protoc ${rel}"
+      VERBATIM)
+    list(APPEND srcs ${out}/${base}.pb.cc)
+  endforeach()
+  add_library(${name} STATIC ${srcs})
+  target_include_directories(${name} SYSTEM PUBLIC ${out})
+  target_link_libraries(${name} PUBLIC protobuf::libprotobuf ${ARG_DEPS})
+  set_target_properties(${name} PROPERTIES POSITION_INDEPENDENT_CODE ON)
+endfunction()

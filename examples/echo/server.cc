@@ -1,0 +1,99 @@
+// echo_server --listen URI [--listen URI ...] [--threads N]
+// Serves courier.examples.Echo on every URI, prints "listening on URI" for each (with the real
+// port for port 0), and shuts down gracefully on SIGINT or SIGTERM.
+#include "rpc/server.h"
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "asio/co_spawn.hpp"
+#include "asio/detached.hpp"
+#include "asio/io_context.hpp"
+#include "asio/signal_set.hpp"
+#include "examples/echo.pb.h"
+#include "rpc/service.h"
+
+namespace {
+
+using courier::examples::EchoReply;
+using courier::examples::EchoRequest;
+
+class EchoService {
+ public:
+  EchoService() {
+    service_.AddMethod<EchoRequest, EchoReply>(
+        "/courier.examples.Echo/Say",
+        [](courier::ServerContext&,
+           EchoRequest request) -> asio::awaitable<absl::StatusOr<EchoReply>> {
+          EchoReply reply;
+          reply.set_text(std::move(*request.mutable_text()));
+          co_return reply;
+        });
+  }
+  courier::ServiceBase& service() { return service_; }
+
+ private:
+  courier::GenericService service_;
+};
+
+int Usage() {
+  std::fprintf(stderr, "usage: echo_server --listen URI [--listen URI ...] [--threads N]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> uris;
+  int threads = 0;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--listen" && i + 1 < argc) {
+      uris.emplace_back(argv[++i]);
+    } else if (arg == "--threads" && i + 1 < argc) {
+      threads = std::atoi(argv[++i]);
+    } else {
+      return Usage();
+    }
+  }
+  if (uris.empty()) return Usage();
+
+  asio::io_context io(1);
+  EchoService echo;
+  courier::ServerOptions options;
+  options.threads = threads;
+  courier::Server server(io.get_executor(), options);
+  if (absl::Status s = server.AddService(echo.service()); !s.ok()) {
+    std::fprintf(stderr, "%s\n", s.ToString().c_str());
+    return 1;
+  }
+  for (const std::string& uri : uris) {
+    absl::StatusOr<courier::Endpoint> endpoint = server.Listen(uri);
+    if (!endpoint.ok()) {
+      std::fprintf(stderr, "%s: %s\n", absl::StatusCodeToString(endpoint.status().code()).c_str(),
+                   std::string(endpoint.status().message()).c_str());
+      return 1;
+    }
+    std::printf("listening on %s\n", endpoint->ToString().c_str());
+  }
+  std::fflush(stdout);
+
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](std::error_code ec, int) {
+    if (ec) return;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          co_await server.Shutdown(std::chrono::seconds(5));
+          std::printf("shut down\n");
+          std::fflush(stdout);
+        },
+        asio::detached);
+  });
+  io.run();
+  return 0;
+}

@@ -1,0 +1,325 @@
+#include "rpc/channel.h"
+
+#include <algorithm>
+#include <utility>
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "asio/co_spawn.hpp"
+#include "asio/detached.hpp"
+#include "asio/experimental/awaitable_operators.hpp"
+#include "asio/this_coro.hpp"
+#include "rpc/internal/session.h"
+#include "rpc/internal/wire.h"
+#include "rpc/wire.pb.h"
+#include "transport/status.h"
+
+namespace courier {
+namespace internal {
+
+using transport::Frame;
+using transport::FrameType;
+
+// A call waiting for its response. Lives in Channel::Call's coroutine frame; pending_ points at
+// it until that coroutine resumes. Its timer is both the deadline and the wake-up.
+struct PendingCall {
+  explicit PendingCall(asio::any_io_executor executor) : wake(std::move(executor)) {}
+  asio::steady_timer wake;
+  std::optional<absl::StatusOr<std::string>> result;
+  Frame request;                     // until handed to a session
+  ClientSession* session = nullptr;  // where the request went; alive while result is empty
+  Metadata* response_metadata = nullptr;
+};
+
+class ClientSession final : public Session {
+ public:
+  ClientSession(std::unique_ptr<transport::Connection> connection, SessionOptions options,
+                Channel* channel)
+      : Session(std::move(connection), std::move(options)),
+        channel_(channel),
+        handshake_wait_(executor(), Clock::time_point::max()) {}
+
+  // Resumes when the peer's hello arrives or the session closes.
+  asio::awaitable<void> WaitForHandshake() { co_await handshake_wait_.async_wait(use_nothrow); }
+  void DetachChannel() { channel_ = nullptr; }
+  const absl::Status& close_status() const { return close_status_; }
+
+  size_t calls = 0;       // requests sent here whose Call() has not returned
+  bool draining = false;  // the server sent goaway: no new calls here
+
+ private:
+  void OnHandshake() override { handshake_wait_.cancel(); }
+  void OnFrame(Frame frame) override {
+    switch (frame.type) {
+      case FrameType::kResponse:
+        if (frame.call_id == 0) {
+          Close(absl::DataLossError("protocol error: response with call id 0"));
+          return;
+        }
+        if (channel_ != nullptr) channel_->OnResponse(*this, std::move(frame));
+        break;
+      case FrameType::kGoAway:
+        draining = true;
+        if (channel_ != nullptr) channel_->OnGoAway(*this);
+        break;
+      default:
+        break;  // requests and cancels are not for clients; unknown types are ignored
+    }
+  }
+  void OnClose(const absl::Status& why) override {
+    close_status_ = why;
+    handshake_wait_.cancel();
+    if (channel_ != nullptr) channel_->OnSessionClosed(*this, why);
+  }
+
+  Channel* channel_;
+  asio::steady_timer handshake_wait_;
+  absl::Status close_status_;
+};
+
+}  // namespace internal
+
+using internal::ClientSession;
+using internal::PendingCall;
+using internal::use_nothrow;
+using transport::Frame;
+using transport::FrameType;
+
+absl::StatusOr<std::shared_ptr<Channel>> Channel::Create(asio::any_io_executor executor,
+                                                         std::string_view uri,
+                                                         ChannelOptions options) {
+  absl::StatusOr<Endpoint> endpoint = ParseEndpoint(uri);
+  if (!endpoint.ok()) return endpoint.status();
+  absl::StatusOr<std::unique_ptr<transport::Transport>> transport =
+      transport::NewTransport(endpoint->scheme, executor, options.transports);
+  if (!transport.ok()) return transport::Annotate(transport.status(), uri);
+  return std::make_shared<Channel>(ConstructionKey(), std::move(executor), *std::move(endpoint),
+                                   *std::move(transport), std::move(options));
+}
+
+Channel::Channel(ConstructionKey, asio::any_io_executor executor, Endpoint endpoint,
+                 std::unique_ptr<transport::Transport> transport, ChannelOptions options)
+    : executor_(std::move(executor)),
+      endpoint_(std::move(endpoint)),
+      uri_(endpoint_.ToString()),
+      transport_(std::move(transport)),
+      options_(std::move(options)) {}
+
+Channel::~Channel() {
+  // No call is in flight (each holds a reference), so only the idle connection is left.
+  if (session_ != nullptr) {
+    session_->DetachChannel();
+    session_->Close(absl::CancelledError("channel destroyed"));
+  }
+}
+
+uint32_t Channel::NextCallId() {
+  do {
+    ++next_call_id_;
+  } while (next_call_id_ == 0 || pending_.contains(next_call_id_));
+  return next_call_id_;
+}
+
+asio::awaitable<absl::StatusOr<std::string>> Channel::CallImpl(std::string method,
+                                                               std::string request,
+                                                               CallOptions options) {
+  std::shared_ptr<Channel> self = shared_from_this();
+  if (closed_) co_return absl::CancelledError(absl::StrCat("channel to ", uri_, " is closed"));
+  if (request.size() > options_.max_message_size) {
+    co_return absl::ResourceExhaustedError(absl::StrCat(method, ": request of ", request.size(),
+                                                        " bytes exceeds the limit of ",
+                                                        options_.max_message_size, " bytes"));
+  }
+  const Clock::time_point now = Clock::now();
+  const bool has_deadline = options.timeout != Clock::duration::max();
+  const Clock::time_point deadline = has_deadline
+                                         ? now + std::max(options.timeout, Clock::duration::zero())
+                                         : Clock::time_point::max();
+
+  wire::RequestHeader header;
+  header.set_method(method);
+  if (has_deadline) {
+    header.set_timeout_us(std::max<int64_t>(
+        1, std::chrono::duration_cast<std::chrono::microseconds>(options.timeout).count()));
+  }
+  internal::ToWire(options.metadata, *header.mutable_metadata());
+
+  PendingCall call(executor_);
+  call.wake.expires_at(deadline);
+  call.response_metadata = options.response_metadata;
+  const uint32_t call_id = NextCallId();
+  call.request = Frame{FrameType::kRequest, transport::kFlagEndOfStream, call_id,
+                       internal::EncodePayload(header, request)};
+  request.clear();
+  pending_.emplace(call_id, &call);
+  SendOrQueue(call_id, call);
+
+  if (!call.result) co_await call.wake.async_wait(use_nothrow);
+  pending_.erase(call_id);
+  ClientSession* session = call.session;
+  if (session != nullptr) --session->calls;
+  absl::StatusOr<std::string> result = std::string();
+  if (call.result) {
+    result = std::move(*call.result);
+  } else {
+    if (session != nullptr && !session->closed()) {
+      session->Send(Frame{FrameType::kCancel, 0, call_id, {}});  // tell the server we gave up
+    }
+    const bool expired = Clock::now() >= deadline;
+    result = expired ? absl::DeadlineExceededError(absl::StrCat(method, ": deadline exceeded"))
+                     : absl::CancelledError(absl::StrCat(method, ": call cancelled"));
+  }
+  if (session != nullptr && session->draining && session->calls == 0 && !session->closed()) {
+    session->Close(absl::CancelledError("drained after goaway"));
+  }
+  co_return result;
+}
+
+void Channel::SendOrQueue(uint32_t call_id, PendingCall& call) {
+  if (session_ == nullptr || session_->closed()) {
+    session_.reset();
+    waiting_for_connection_.push_back(call_id);
+    StartDial();
+    return;
+  }
+  const size_t limit = std::min(session_->peer_max_frame_payload(),
+                                size_t(internal::FrameLimitFor(options_.max_message_size)));
+  if (call.request.payload.size() > limit) {
+    Complete(call, absl::ResourceExhaustedError(
+                       absl::StrCat("request frame of ", call.request.payload.size(),
+                                    " bytes exceeds the limit of ", limit, " bytes of ", uri_)));
+    return;
+  }
+  call.session = session_.get();
+  ++session_->calls;
+  session_->Send(std::move(call.request));
+}
+
+void Channel::Complete(PendingCall& call, absl::StatusOr<std::string> result) {
+  if (call.result) return;
+  call.result = std::move(result);
+  call.wake.cancel();
+}
+
+void Channel::StartDial() {
+  if (dialing_ || closed_) return;
+  dialing_ = true;
+  asio::co_spawn(executor_, Dial(shared_from_this()), asio::detached);
+}
+
+asio::awaitable<void> Channel::Dial(std::shared_ptr<Channel> self) {
+  using namespace asio::experimental::awaitable_operators;
+  co_await asio::this_coro::throw_if_cancelled(false);
+  asio::steady_timer timeout(executor_, options_.connect_timeout);
+  absl::StatusOr<std::shared_ptr<ClientSession>> session =
+      absl::UnavailableError(absl::StrCat("connect to ", uri_, ": failed"));
+  try {
+    auto winner = co_await (DialOnce() || timeout.async_wait(use_nothrow));
+    if (winner.index() == 0) {
+      session = std::move(std::get<0>(winner));
+    } else {
+      session = absl::UnavailableError(absl::StrCat("connect to ", uri_, ": timed out"));
+    }
+  } catch (const std::exception& e) {
+    session = absl::UnavailableError(absl::StrCat("connect to ", uri_, ": ", e.what()));
+  }
+  dialing_ = false;
+  if (closed_) {
+    if (session.ok()) (*session)->Close(absl::CancelledError("channel closed"));
+    co_return;
+  }
+  std::deque<uint32_t> waiting;
+  waiting.swap(waiting_for_connection_);
+  if (!session.ok()) {
+    for (uint32_t id : waiting) {
+      if (auto it = pending_.find(id); it != pending_.end())
+        Complete(*it->second, session.status());
+    }
+    co_return;
+  }
+  session_ = *std::move(session);
+  for (uint32_t id : waiting) {
+    if (auto it = pending_.find(id); it != pending_.end() && !it->second->result) {
+      SendOrQueue(id, *it->second);
+    }
+  }
+}
+
+asio::awaitable<absl::StatusOr<std::shared_ptr<ClientSession>>> Channel::DialOnce() {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  absl::StatusOr<std::unique_ptr<transport::Connection>> connection =
+      co_await transport_->Connect(endpoint_);
+  if (!connection.ok()) {
+    // Whatever the transport said, the server cannot be reached: UNAVAILABLE, as in gRPC.
+    co_return absl::UnavailableError(
+        absl::StrCat("connect to ", uri_, ": ", connection.status().message()));
+  }
+  internal::SessionOptions session_options;
+  session_options.max_message_size = options_.max_message_size;
+  session_options.keepalive_interval = options_.keepalive_interval;
+  session_options.keepalive_timeout = options_.keepalive_timeout;
+  session_options.peer_name = uri_;
+  auto session =
+      std::make_shared<ClientSession>(*std::move(connection), std::move(session_options), this);
+  session->Start();
+  co_await session->WaitForHandshake();
+  if (session->handshaken() && !session->closed()) co_return session;
+  absl::Status why =
+      session->closed() ? session->close_status() : absl::CancelledError("handshake abandoned");
+  session->DetachChannel();
+  session->Close(why);
+  co_return absl::UnavailableError(
+      absl::StrCat("connect to ", uri_, ": no protocol hello: ", why.message()));
+}
+
+void Channel::OnResponse(ClientSession& session, Frame frame) {
+  auto it = pending_.find(frame.call_id);
+  if (it == pending_.end() || it->second->session != &session) return;  // late or cancelled
+  PendingCall& call = *it->second;
+  wire::ResponseHeader header;
+  absl::StatusOr<size_t> offset = internal::DecodePayloadHeader(frame.payload, header);
+  if (!offset.ok()) {
+    Complete(call, absl::InternalError(absl::StrCat("malformed response from ", uri_, ": ",
+                                                    offset.status().message())));
+    return;
+  }
+  if (call.response_metadata != nullptr)
+    *call.response_metadata = internal::FromWire(header.metadata());
+  absl::Status status = internal::StatusFromWire(header);
+  if (!status.ok()) {
+    Complete(call, std::move(status));
+    return;
+  }
+  frame.payload.erase(0, *offset);
+  Complete(call, std::move(frame.payload));
+}
+
+void Channel::OnGoAway(ClientSession& session) {
+  if (session_.get() == &session) session_.reset();  // new calls go to a new connection
+  if (session.calls == 0) session.Close(absl::CancelledError("goaway with no calls in flight"));
+}
+
+void Channel::OnSessionClosed(ClientSession& session, const absl::Status& why) {
+  if (session_.get() == &session) session_.reset();
+  absl::Status status =
+      why.code() == absl::StatusCode::kCancelled
+          ? absl::CancelledError(absl::StrCat("connection to ", uri_, " closed: ", why.message()))
+          : absl::UnavailableError(absl::StrCat("connection to ", uri_, " lost: ", why.message()));
+  for (auto& [id, call] : pending_) {
+    if (call->session == &session) Complete(*call, status);
+  }
+}
+
+void Channel::Close() {
+  if (closed_) return;
+  closed_ = true;
+  for (auto& [id, call] : pending_) {
+    Complete(*call, absl::CancelledError(absl::StrCat("channel to ", uri_, " closed")));
+  }
+  if (session_ != nullptr) {
+    std::shared_ptr<ClientSession> session = std::move(session_);
+    session->Close(absl::CancelledError("channel closed"));
+  }
+}
+
+}  // namespace courier

@@ -1,0 +1,86 @@
+#include "rpc/internal/wire.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
+
+namespace courier::internal {
+
+using google::protobuf::io::CodedInputStream;
+using google::protobuf::io::CodedOutputStream;
+
+std::string EncodePayload(const google::protobuf::MessageLite& header, std::string_view message) {
+  const size_t header_size = header.ByteSizeLong();
+  const size_t prefix = CodedOutputStream::VarintSize32(static_cast<uint32_t>(header_size));
+  std::string payload;
+  payload.resize(prefix + header_size + message.size());
+  auto* at = reinterpret_cast<uint8_t*>(payload.data());
+  at = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(header_size), at);
+  at = header.SerializeWithCachedSizesToArray(at);
+  if (!message.empty()) std::copy(message.begin(), message.end(), reinterpret_cast<char*>(at));
+  return payload;
+}
+
+absl::StatusOr<size_t> DecodePayloadHeader(std::string_view payload,
+                                           google::protobuf::MessageLite& header) {
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(payload.data()),
+                      static_cast<int>(std::min<size_t>(payload.size(), INT32_MAX)));
+  uint32_t size = 0;
+  if (!in.ReadVarint32(&size)) {
+    return absl::InvalidArgumentError("malformed payload: bad header length varint");
+  }
+  const size_t start = static_cast<size_t>(in.CurrentPosition());
+  if (size > payload.size() - start) {
+    return absl::InvalidArgumentError(absl::StrCat("malformed payload: header of ", size,
+                                                   " bytes in a payload of ", payload.size()));
+  }
+  if (!header.ParseFromArray(payload.data() + start, static_cast<int>(size))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed payload: ", header.GetTypeName(), " does not parse"));
+  }
+  return start + size;
+}
+
+void ToWire(const Metadata& metadata,
+            google::protobuf::RepeatedPtrField<wire::MetadataEntry>& out) {
+  for (const auto& [key, value] : metadata) {
+    wire::MetadataEntry* entry = out.Add();
+    entry->set_key(key);
+    entry->set_value(value);
+  }
+}
+
+Metadata FromWire(const google::protobuf::RepeatedPtrField<wire::MetadataEntry>& entries) {
+  Metadata metadata;
+  metadata.reserve(entries.size());
+  for (const wire::MetadataEntry& entry : entries) {
+    metadata.emplace_back(entry.key(), entry.value());
+  }
+  return metadata;
+}
+
+absl::Status StatusFromWire(const wire::ResponseHeader& header) {
+  int code = header.code();
+  if (code < 0 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+    return absl::UnknownError(
+        absl::StrCat("peer sent unknown status code ", code, ": ", header.message()));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(code), header.message());
+}
+
+transport::Frame HelloFrame(uint32_t max_frame_payload) {
+  wire::Hello hello;
+  hello.set_version(kProtocolVersion);
+  hello.set_max_frame_payload(max_frame_payload);
+  hello.set_agent("courier/0.1");
+  return transport::Frame{transport::FrameType::kHello, 0, 0, hello.SerializeAsString()};
+}
+
+uint32_t FrameLimitFor(size_t max_message_size) {
+  return static_cast<uint32_t>(std::min<size_t>(max_message_size + kMaxHeaderOverhead,
+                                                std::numeric_limits<uint32_t>::max()));
+}
+
+}  // namespace courier::internal

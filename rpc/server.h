@@ -1,0 +1,82 @@
+// Server: serves registered services on any number of endpoints at once. Every call is its own
+// coroutine on the reactor that read it, so a slow handler never blocks others. RPC layer, public.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "asio/any_io_executor.hpp"
+#include "asio/awaitable.hpp"
+#include "rpc/call.h"
+#include "rpc/service.h"
+#include "transport/endpoint.h"
+#include "transport/registry.h"
+
+namespace courier {
+
+namespace internal {
+struct ServerState;
+}  // namespace internal
+
+struct ServerOptions {
+  // Largest request accepted; a bigger one is refused by the client before sending (our limit
+  // travels in the hello). Responses over the client's limit are answered kResourceExhausted.
+  size_t max_message_size = kDefaultMaxMessageSize;
+  // 0: connections and handlers run on the executor given to the Server. N > 0: the server
+  // starts N threads, each running its own reactor (io_context), and spreads connections over
+  // them; a connection's calls run on its reactor's thread, so services must be thread-safe.
+  int threads = 0;
+  // Ping idle clients after this much silence and drop those that do not answer within
+  // keepalive_timeout. 0 disables (clients ping; the server always answers).
+  Clock::duration keepalive_interval{0};
+  Clock::duration keepalive_timeout = std::chrono::seconds(10);
+  std::span<const transport::TransportInfo> transports = transport::BuiltInTransports();
+};
+
+class Server {
+ public:
+  explicit Server(asio::any_io_executor executor, ServerOptions options = {});
+  // Closes listeners and connections at once; running handlers are cancelled and unwind the next
+  // time their executor runs (so keep services alive until then, or await Shutdown first).
+  // With threads > 0, joins the reactor threads.
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Serves `service`'s methods; it must outlive the server. Call before the first Listen.
+  // kAlreadyExists if a method name is already served, kFailedPrecondition after Listen.
+  absl::Status AddService(ServiceBase& service);
+
+  // Starts listening on `uri` (callable several times, for several endpoints) and returns the
+  // resolved endpoint (the real port for port 0). kInvalidArgument for a bad URI or unknown
+  // scheme, kAlreadyExists when the address is taken, kFailedPrecondition after Shutdown.
+  absl::StatusOr<Endpoint> Listen(std::string_view uri);
+
+  // Stops accepting, tells clients to go away (their new calls go elsewhere), lets calls in
+  // flight finish for up to `drain`, then cancels the rest (clients see kUnavailable); completes
+  // when every connection is closed. Idempotent. Await it on executor().
+  asio::awaitable<void> Shutdown(Clock::duration drain = Clock::duration::zero()) {
+    return internal::WithoutCancellationThrow(ShutdownImpl(state_, drain));
+  }
+
+  // Calls whose handler is running, over all reactors.
+  size_t active_calls() const;
+  // Open connections, over all reactors.
+  size_t connections() const;
+  const std::vector<Endpoint>& endpoints() const { return endpoints_; }
+  asio::any_io_executor executor() const { return executor_; }
+
+ private:
+  static asio::awaitable<void> ShutdownImpl(std::shared_ptr<internal::ServerState> state,
+                                            Clock::duration drain);
+
+  asio::any_io_executor executor_;
+  std::shared_ptr<internal::ServerState> state_;
+  std::vector<Endpoint> endpoints_;
+};
+
+}  // namespace courier

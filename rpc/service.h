@@ -1,0 +1,77 @@
+// Services: named methods a Server dispatches to. Generated service bases derive from
+// ServiceBase; GenericService serves byte-level (or hand-typed) methods without generated code.
+// RPC layer.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "asio/awaitable.hpp"
+#include "rpc/call.h"
+
+namespace courier {
+
+// A method's body on the wire level: request bytes in, response bytes (or a status) out. Runs as
+// its own coroutine on the connection's executor; `ctx` is valid until it completes.
+using RawHandler = std::function<asio::awaitable<absl::StatusOr<std::string>>(ServerContext& ctx,
+                                                                              std::string request)>;
+
+struct MethodEntry {
+  std::string full_name;  // "/package.Service/Method"
+  RawHandler handler;
+};
+
+class ServiceBase {
+ public:
+  virtual ~ServiceBase() = default;
+  ServiceBase(const ServiceBase&) = delete;
+  ServiceBase& operator=(const ServiceBase&) = delete;
+
+  const std::vector<MethodEntry>& methods() const { return methods_; }
+
+ protected:
+  ServiceBase() = default;
+
+  void AddRawMethod(std::string full_name, RawHandler handler) {
+    methods_.push_back({std::move(full_name), std::move(handler)});
+  }
+
+  // A protobuf-typed method: the request is parsed (kInvalidArgument if it does not parse) and
+  // the response serialized around `handler`.
+  template <typename Request, typename Response>
+  void AddMethod(
+      std::string full_name,
+      std::function<asio::awaitable<absl::StatusOr<Response>>(ServerContext&, Request)> handler) {
+    AddRawMethod(
+        std::move(full_name),
+        [handler = std::move(handler)](
+            ServerContext& ctx, std::string bytes) -> asio::awaitable<absl::StatusOr<std::string>> {
+          Request request;
+          if (!request.ParseFromString(bytes)) {
+            co_return absl::InvalidArgumentError(
+                absl::StrCat(ctx.method(), ": request does not parse as ", request.GetTypeName()));
+          }
+          absl::StatusOr<Response> response = co_await handler(ctx, std::move(request));
+          if (!response.ok()) co_return response.status();
+          co_return response->SerializeAsString();
+        });
+  }
+
+ private:
+  std::vector<MethodEntry> methods_;
+};
+
+// Methods registered one by one, without generated code.
+class GenericService final : public ServiceBase {
+ public:
+  GenericService() = default;
+  using ServiceBase::AddMethod;
+  using ServiceBase::AddRawMethod;
+};
+
+}  // namespace courier

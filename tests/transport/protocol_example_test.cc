@@ -1,0 +1,296 @@
+// Keeps PROTOCOL.md honest: its worked example (client kHello, an Echo kRequest and its
+// kResponse) is rebuilt here from the real encoder and the generated wire.proto classes, compared
+// byte for byte with the hex below, which must also appear verbatim in PROTOCOL.md.
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/descriptor.pb.h"
+#include "google/protobuf/dynamic_message.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/util/delimited_message_util.h"
+#include "gtest/gtest.h"
+#include "rpc/wire.pb.h"
+#include "tests/testing/status_matchers.h"
+#include "transport/frame.h"
+
+namespace courier::transport {
+namespace {
+
+using ::courier::testing::IsOk;
+
+// The three frames of PROTOCOL.md §9, as printed there (16 bytes a row).
+constexpr std::string_view kClientHelloHex = R"(52 50 43 31 01 00 00 00 00 00 00 00 14 00 00 00
+08 01 10 80 80 84 20 1a 0b 63 6f 75 72 69 65 72
+2f 30 2e 31)";
+
+constexpr std::string_view kRequestHex = R"(52 50 43 31 02 01 00 00 01 00 00 00 25 00 00 00
+20 0a 1a 2f 63 6f 75 72 69 65 72 2e 65 78 61 6d
+70 6c 65 73 2e 45 63 68 6f 2f 53 61 79 10 c0 84
+3d 0a 02 68 69)";
+
+constexpr std::string_view kResponseHex = R"(52 50 43 31 03 01 00 00 01 00 00 00 05 00 00 00
+00 0a 02 68 69)";
+
+// §9.3's error example: the payload of a RESPONSE with code 12 and message "unknown method".
+constexpr std::string_view kErrorResponsePayloadHex =
+    "12 08 0c 12 0e 75 6e 6b 6e 6f 77 6e 20 6d 65 74 68 6f 64";
+
+constexpr char kMethod[] = "/courier.examples.Echo/Say";
+
+std::string FromHex(std::string_view hex) {
+  std::string out;
+  int nibbles = 0, value = 0;
+  for (char c : hex) {
+    if (std::isspace(static_cast<unsigned char>(c))) continue;
+    value = value * 16 + (std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : c - 'a' + 10);
+    if (++nibbles == 2) {
+      out.push_back(char(value));
+      nibbles = value = 0;
+    }
+  }
+  return out;
+}
+
+// The same layout as the constants above: lowercase, 16 bytes a row.
+std::string ToHex(std::string_view bytes) {
+  std::string out;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (i > 0) out += (i % 16 == 0) ? "\n" : " ";
+    out += absl::StrFormat("%02x", static_cast<unsigned char>(bytes[i]));
+  }
+  return out;
+}
+
+// courier.examples.EchoRequest / EchoReply { string text = 1; }, built at run time: the real
+// protobuf encoder without depending on the examples' generated code.
+class EchoMessages {
+ public:
+  EchoMessages() {
+    google::protobuf::FileDescriptorProto file;
+    file.set_name("protocol_example_echo.proto");
+    file.set_package("courier.examples");
+    file.set_syntax("proto3");
+    for (const char* name : {"EchoRequest", "EchoReply"}) {
+      google::protobuf::DescriptorProto* message = file.add_message_type();
+      message->set_name(name);
+      google::protobuf::FieldDescriptorProto* text = message->add_field();
+      text->set_name("text");
+      text->set_number(1);
+      text->set_type(google::protobuf::FieldDescriptorProto::TYPE_STRING);
+      text->set_label(google::protobuf::FieldDescriptorProto::LABEL_OPTIONAL);
+    }
+    EXPECT_NE(pool_.BuildFile(file), nullptr);
+  }
+
+  std::unique_ptr<google::protobuf::Message> New(std::string_view type) {
+    const google::protobuf::Descriptor* d =
+        pool_.FindMessageTypeByName("courier.examples." + std::string(type));
+    return std::unique_ptr<google::protobuf::Message>(factory_.GetPrototype(d)->New());
+  }
+  std::string Serialize(std::string_view type, const std::string& text) {
+    std::unique_ptr<google::protobuf::Message> m = New(type);
+    m->GetReflection()->SetString(m.get(), m->GetDescriptor()->FindFieldByNumber(1), text);
+    return m->SerializeAsString();
+  }
+  // The text field of `bytes` parsed as `type`, or "<unparsable>".
+  std::string Text(std::string_view type, const std::string& bytes) {
+    std::unique_ptr<google::protobuf::Message> m = New(type);
+    if (!m->ParseFromString(bytes)) return "<unparsable>";
+    return m->GetReflection()->GetString(*m, m->GetDescriptor()->FindFieldByNumber(1));
+  }
+
+ private:
+  google::protobuf::DescriptorPool pool_;
+  google::protobuf::DynamicMessageFactory factory_;
+};
+
+// A kRequest/kResponse payload: varint length of the header, the header, the message bytes.
+std::string DelimitedPayload(const google::protobuf::MessageLite& header,
+                             const std::string& message) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream stream(&out);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    EXPECT_TRUE(google::protobuf::util::SerializeDelimitedToCodedStream(header, &coded));
+  }
+  return out + message;
+}
+
+// Splits a kRequest/kResponse payload into its header (parsed into `header`) and message bytes.
+bool ParseDelimitedPayload(const std::string& payload, google::protobuf::MessageLite& header,
+                           std::string& message) {
+  google::protobuf::io::CodedInputStream coded(reinterpret_cast<const uint8_t*>(payload.data()),
+                                               static_cast<int>(payload.size()));
+  bool clean_eof = false;
+  if (!google::protobuf::util::ParseDelimitedFromCodedStream(&header, &coded, &clean_eof)) {
+    return false;
+  }
+  message = payload.substr(coded.CurrentPosition());
+  return true;
+}
+
+Frame MakeFrame(FrameType type, uint8_t flags, uint32_t call_id, std::string payload) {
+  Frame frame;
+  frame.type = type;
+  frame.flags = flags;
+  frame.call_id = call_id;
+  frame.payload = std::move(payload);
+  return frame;
+}
+
+TEST(ProtocolExample, ClientHelloIsTheDocumentedBytes) {
+  courier::wire::Hello hello;
+  hello.set_version(1);
+  hello.set_max_frame_payload(kDefaultMaxPayload);
+  hello.set_agent("courier/0.1");
+  Frame frame = MakeFrame(FrameType::kHello, 0, 0, hello.SerializeAsString());
+  EXPECT_EQ(ToHex(EncodeFrame(frame)), kClientHelloHex);
+}
+
+TEST(ProtocolExample, RequestIsTheDocumentedBytes) {
+  EchoMessages echo;
+  courier::wire::RequestHeader header;
+  header.set_method(kMethod);
+  header.set_timeout_us(1000000);
+  Frame frame = MakeFrame(FrameType::kRequest, kFlagEndOfStream, 1,
+                          DelimitedPayload(header, echo.Serialize("EchoRequest", "hi")));
+  EXPECT_EQ(ToHex(EncodeFrame(frame)), kRequestHex);
+}
+
+TEST(ProtocolExample, ResponseIsTheDocumentedBytes) {
+  EchoMessages echo;
+  courier::wire::ResponseHeader header;  // code 0 (OK): every field is a default, so 0 bytes
+  header.set_code(static_cast<int>(absl::StatusCode::kOk));
+  Frame frame = MakeFrame(FrameType::kResponse, kFlagEndOfStream, 1,
+                          DelimitedPayload(header, echo.Serialize("EchoReply", "hi")));
+  EXPECT_EQ(ToHex(EncodeFrame(frame)), kResponseHex);
+}
+
+TEST(ProtocolExample, ErrorResponsePayloadIsTheDocumentedBytes) {
+  courier::wire::ResponseHeader header;
+  header.set_code(static_cast<int>(absl::StatusCode::kUnimplemented));
+  header.set_message("unknown method");
+  std::string hex = ToHex(DelimitedPayload(header, ""));
+  std::replace(hex.begin(), hex.end(), '\n', ' ');
+  EXPECT_EQ(hex, kErrorResponsePayloadHex);
+}
+
+TEST(ProtocolExample, DocumentedBytesDecodeWithTheRealDecoder) {
+  EchoMessages echo;
+  FrameDecoder decoder;
+  decoder.Append(FromHex(kClientHelloHex) + FromHex(kRequestHex) + FromHex(kResponseHex));
+  std::vector<Frame> frames;
+  for (;;) {
+    absl::StatusOr<std::optional<Frame>> next = decoder.Next();
+    ASSERT_THAT(next, IsOk());
+    if (!next->has_value()) break;
+    frames.push_back(std::move(**next));
+  }
+  ASSERT_EQ(frames.size(), 3u);
+  EXPECT_FALSE(decoder.mid_frame());
+
+  EXPECT_EQ(frames[0].type, FrameType::kHello);
+  EXPECT_EQ(frames[0].call_id, 0u);
+  courier::wire::Hello hello;
+  ASSERT_TRUE(hello.ParseFromString(frames[0].payload));
+  EXPECT_EQ(hello.version(), 1u);
+  EXPECT_EQ(hello.max_frame_payload(), 67174400u);
+  EXPECT_EQ(hello.agent(), "courier/0.1");
+
+  EXPECT_EQ(frames[1].type, FrameType::kRequest);
+  EXPECT_EQ(frames[1].flags, kFlagEndOfStream);
+  EXPECT_EQ(frames[1].call_id, 1u);
+  courier::wire::RequestHeader request;
+  std::string request_message;
+  ASSERT_TRUE(ParseDelimitedPayload(frames[1].payload, request, request_message));
+  EXPECT_EQ(request.method(), kMethod);
+  EXPECT_EQ(request.timeout_us(), 1000000u);
+  EXPECT_EQ(request.metadata_size(), 0);
+  EXPECT_EQ(echo.Text("EchoRequest", request_message), "hi");
+
+  EXPECT_EQ(frames[2].type, FrameType::kResponse);
+  EXPECT_EQ(frames[2].flags, kFlagEndOfStream);
+  EXPECT_EQ(frames[2].call_id, 1u);
+  courier::wire::ResponseHeader response;
+  std::string response_message;
+  ASSERT_TRUE(ParseDelimitedPayload(frames[2].payload, response, response_message));
+  EXPECT_EQ(response.code(), 0);
+  EXPECT_EQ(response.message(), "");
+  EXPECT_EQ(echo.Text("EchoReply", response_message), "hi");
+}
+
+TEST(ProtocolExample, HeaderConstantsAreTheDocumentedOnes) {
+  EXPECT_EQ(kFrameHeaderSize, 16u);
+  EXPECT_EQ(kFrameMagic, 0x31435052u);
+  EXPECT_EQ(kFlagEndOfStream, 0x01);
+  EXPECT_EQ(kReservedFlagsMask, 0xFE);
+  EXPECT_EQ(kDefaultMaxPayload, 67174400u);
+  EXPECT_EQ(kMaxKnownFrameType, 7);
+  const std::pair<FrameType, int> types[] = {{FrameType::kHello, 1},    {FrameType::kRequest, 2},
+                                             {FrameType::kResponse, 3}, {FrameType::kCancel, 4},
+                                             {FrameType::kPing, 5},     {FrameType::kPong, 6},
+                                             {FrameType::kGoAway, 7}};
+  for (auto [type, value] : types) EXPECT_EQ(static_cast<int>(type), value);
+}
+
+// PROTOCOL.md §8's table, which is gRPC's numbering as absl::StatusCode spells it.
+TEST(ProtocolExample, StatusCodeTableIsAbslAndGrpcNumbering) {
+  const std::pair<int, std::string_view> table[] = {
+      {0, "OK"},
+      {1, "CANCELLED"},
+      {2, "UNKNOWN"},
+      {3, "INVALID_ARGUMENT"},
+      {4, "DEADLINE_EXCEEDED"},
+      {5, "NOT_FOUND"},
+      {6, "ALREADY_EXISTS"},
+      {7, "PERMISSION_DENIED"},
+      {8, "RESOURCE_EXHAUSTED"},
+      {9, "FAILED_PRECONDITION"},
+      {10, "ABORTED"},
+      {11, "OUT_OF_RANGE"},
+      {12, "UNIMPLEMENTED"},
+      {13, "INTERNAL"},
+      {14, "UNAVAILABLE"},
+      {15, "DATA_LOSS"},
+      {16, "UNAUTHENTICATED"},
+  };
+  for (auto [number, name] : table) {
+    EXPECT_EQ(absl::StatusCodeToString(static_cast<absl::StatusCode>(number)), name);
+  }
+}
+
+// The hex above must appear verbatim in PROTOCOL.md (found from this file's path, as CMake
+// passes absolute source paths; skipped if the document is not where that says).
+TEST(ProtocolExample, DocumentContainsTheSameHex) {
+  std::string path = __FILE__;
+  const std::string suffix = "tests/transport/protocol_example_test.cc";
+  if (path.size() < suffix.size() ||
+      path.compare(path.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    GTEST_SKIP() << "cannot locate the source tree from " << path;
+  }
+  path.replace(path.size() - suffix.size(), suffix.size(), "PROTOCOL.md");
+  std::ifstream in(path);
+  if (!in) GTEST_SKIP() << "cannot open " << path;
+  std::stringstream doc;
+  doc << in.rdbuf();
+  for (std::string_view hex :
+       {kClientHelloHex, kRequestHex, kResponseHex, kErrorResponsePayloadHex}) {
+    EXPECT_NE(doc.str().find(hex), std::string::npos) << "PROTOCOL.md lacks:\n" << hex;
+  }
+}
+
+}  // namespace
+}  // namespace courier::transport

@@ -1,0 +1,182 @@
+#include "transport/frame.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace courier::transport {
+namespace {
+
+// A partial payload is allocated whole up to this size (one allocation, no copies when it
+// grows); beyond it, memory grows geometrically with the bytes actually received, so a hostile
+// length prefix cannot make us allocate much.
+constexpr size_t kEagerPayload = 2 * 1024 * 1024;
+
+void PutU32(std::byte* at, uint32_t v) {
+  for (int i = 0; i < 4; ++i) at[i] = std::byte((v >> (8 * i)) & 0xFF);
+}
+uint32_t GetU32(const std::byte* at) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= uint32_t(at[i]) << (8 * i);
+  return v;
+}
+
+}  // namespace
+
+FrameHeaderBytes EncodeFrameHeader(const Frame& frame) {
+  assert(frame.payload.size() <= UINT32_MAX);
+  FrameHeaderBytes h{};
+  PutU32(&h[0], kFrameMagic);
+  h[4] = std::byte(frame.type);
+  h[5] = std::byte(frame.flags);
+  h[6] = h[7] = std::byte{0};
+  PutU32(&h[8], frame.call_id);
+  PutU32(&h[12], static_cast<uint32_t>(frame.payload.size()));
+  return h;
+}
+
+std::string EncodeFrame(const Frame& frame) {
+  FrameHeaderBytes h = EncodeFrameHeader(frame);
+  std::string out(reinterpret_cast<const char*>(h.data()), h.size());
+  out += frame.payload;
+  return out;
+}
+
+FrameDecoder::FrameDecoder(FrameLimits limits) : limits_(limits) {}
+
+absl::Status FrameDecoder::Fail(absl::Status status) {
+  error_ = std::move(status);
+  buffer_.clear();
+  buffer_.shrink_to_fit();
+  offset_ = 0;
+  partial_.reset();
+  return error_;
+}
+
+absl::Status FrameDecoder::CheckHeader(std::span<const std::byte> h, uint32_t& length) {
+  if (GetU32(&h[0]) != kFrameMagic) {
+    return absl::DataLossError(
+        absl::StrFormat("frame: bad magic 0x%08x (expected 0x%08x): not a courier peer",
+                        GetU32(&h[0]), kFrameMagic));
+  }
+  uint8_t type = uint8_t(h[4]), flags = uint8_t(h[5]);
+  if (type == 0) return absl::DataLossError("frame: type 0 is invalid");
+  if ((flags & kReservedFlagsMask) != 0 || h[6] != std::byte{0} || h[7] != std::byte{0}) {
+    return absl::DataLossError(absl::StrFormat("frame: reserved bits set (flags 0x%02x)", flags));
+  }
+  length = GetU32(&h[12]);
+  if (length > limits_.max_payload) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "frame: payload length %u exceeds the limit of %u bytes", length, limits_.max_payload));
+  }
+  return absl::OkStatus();
+}
+
+void FrameDecoder::Append(std::span<const std::byte> bytes) {
+  if (!error_.ok() || bytes.empty()) return;
+  if (partial_ && offset_ == buffer_.size()) {
+    while (!bytes.empty() && filled_ < partial_length_) {
+      std::span<std::byte> into = PayloadBuffer(bytes.size());
+      std::memcpy(into.data(), bytes.data(), into.size());
+      CommitPayload(into.size());
+      bytes = bytes.subspan(into.size());
+    }
+  }
+  if (bytes.empty()) return;
+  if (offset_ > 0 && offset_ == buffer_.size()) {
+    buffer_.clear();
+    offset_ = 0;
+  }
+  buffer_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+size_t FrameDecoder::payload_remaining() const {
+  if (!partial_ || offset_ != buffer_.size()) return 0;
+  return partial_length_ - filled_;
+}
+
+bool FrameDecoder::mid_frame() const { return partial_.has_value() || offset_ < buffer_.size(); }
+
+std::span<std::byte> FrameDecoder::PayloadBuffer(size_t max) {
+  if (!partial_ || offset_ != buffer_.size() || filled_ == partial_length_) return {};
+  std::string& payload = partial_->payload;
+  size_t want = std::min(max, size_t(partial_length_) - filled_);
+  if (payload.size() < filled_ + want) {
+    // Grow geometrically but never past the declared length: memory follows received bytes.
+    size_t grown = std::max({filled_ + want, payload.size() * 2, kEagerPayload});
+    payload.resize(std::min(grown, size_t(partial_length_)));
+  }
+  return std::as_writable_bytes(std::span<char>(payload.data() + filled_, want));
+}
+
+void FrameDecoder::CommitPayload(size_t n) {
+  assert(partial_ && filled_ + n <= partial_->payload.size());
+  filled_ += n;
+}
+
+absl::StatusOr<std::optional<Frame>> FrameDecoder::Next() {
+  if (!error_.ok()) return error_;
+  if (partial_) {
+    if (filled_ < partial_length_) {
+      // Bytes appended while the payload buffer was not being used directly.
+      std::span<const std::byte> rest =
+          std::as_bytes(std::span<const char>(buffer_.data() + offset_, buffer_.size() - offset_));
+      size_t n = std::min(rest.size(), size_t(partial_length_) - filled_);
+      offset_ = buffer_.size();  // PayloadBuffer() requires an empty buffer
+      size_t copied = 0;
+      while (copied < n) {
+        std::span<std::byte> into = PayloadBuffer(n - copied);
+        std::memcpy(into.data(), rest.data() + copied, into.size());
+        CommitPayload(into.size());
+        copied += into.size();
+      }
+      offset_ = buffer_.size() - (rest.size() - n);
+      if (filled_ < partial_length_) return std::nullopt;
+    }
+    Frame frame = std::move(*partial_);
+    partial_.reset();
+    frame.payload.resize(partial_length_);
+    return std::optional<Frame>(std::move(frame));
+  }
+  const size_t available = buffer_.size() - offset_;
+  const auto* base = reinterpret_cast<const std::byte*>(buffer_.data() + offset_);
+  if (available >= 4 && GetU32(base) != kFrameMagic) {
+    uint32_t unused;
+    std::byte padded[kFrameHeaderSize] = {};
+    std::memcpy(padded, base, 4);
+    return Fail(CheckHeader(padded, unused));
+  }
+  if (available < kFrameHeaderSize) {
+    if (offset_ > 0) {
+      buffer_.erase(0, offset_);
+      offset_ = 0;
+    }
+    return std::nullopt;
+  }
+  uint32_t length = 0;
+  if (absl::Status s = CheckHeader({base, kFrameHeaderSize}, length); !s.ok()) return Fail(s);
+  Frame frame;
+  frame.type = FrameType(uint8_t(base[4]));
+  frame.flags = uint8_t(base[5]);
+  frame.call_id = GetU32(base + 8);
+  if (available >= kFrameHeaderSize + length) {
+    frame.payload.assign(buffer_.data() + offset_ + kFrameHeaderSize, length);
+    offset_ += kFrameHeaderSize + length;
+    if (offset_ == buffer_.size()) {
+      buffer_.clear();
+      offset_ = 0;
+    }
+    return std::optional<Frame>(std::move(frame));
+  }
+  // Incomplete payload: move what we have into the frame, the rest arrives later.
+  partial_ = std::move(frame);
+  partial_length_ = length;
+  filled_ = 0;
+  offset_ += kFrameHeaderSize;
+  return Next();
+}
+
+}  // namespace courier::transport

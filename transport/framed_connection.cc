@@ -1,0 +1,80 @@
+#include "transport/framed_connection.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace courier::transport {
+namespace {
+
+// One read takes up to this much: many small frames per system call.
+constexpr size_t kReadBufferSize = 64 * 1024;
+// Below this much outstanding payload, reading through the buffer is cheaper than a direct read.
+constexpr size_t kDirectReadThreshold = 16 * 1024;
+constexpr size_t kMaxDirectRead = 4 * 1024 * 1024;
+
+}  // namespace
+
+FramedConnection::FramedConnection(std::unique_ptr<Connection> connection, FrameLimits limits)
+    : connection_(std::move(connection)), limits_(limits), decoder_(limits) {}
+
+asio::awaitable<absl::StatusOr<std::optional<Frame>>> FramedConnection::ReadFrame() {
+  for (;;) {
+    absl::StatusOr<std::optional<Frame>> next = decoder_.Next();
+    if (!next.ok() || next->has_value()) co_return next;
+    // A large payload in progress is read straight into its own buffer: no extra copy.
+    const bool use_direct = !connection_->traits().message_boundaries &&
+                            decoder_.payload_remaining() >= kDirectReadThreshold;
+    asio::mutable_buffer into;
+    if (use_direct) {
+      std::span<std::byte> direct = decoder_.PayloadBuffer(kMaxDirectRead);
+      into = asio::buffer(direct.data(), direct.size());
+    } else {
+      // A datagram must fit in one read, or the kernel truncates it.
+      size_t size = std::max(kReadBufferSize, connection_->traits().max_message);
+      if (read_buffer_.size() < size) read_buffer_.resize(size);
+      into = asio::buffer(read_buffer_.data(), read_buffer_.size());
+    }
+    absl::StatusOr<size_t> n = co_await connection_->Read(into);
+    if (!n.ok()) co_return n.status();
+    if (*n == 0) {
+      if (decoder_.mid_frame()) {
+        co_return absl::DataLossError("frame: connection closed in the middle of a frame");
+      }
+      co_return std::nullopt;
+    }
+    if (use_direct) {
+      decoder_.CommitPayload(*n);
+    } else {
+      decoder_.Append(std::span<const std::byte>(read_buffer_.data(), *n));
+    }
+  }
+}
+
+asio::awaitable<absl::Status> FramedConnection::WriteFrames(std::span<const Frame> frames) {
+  if (connection_->traits().message_boundaries) {
+    // One frame per datagram: the receiver decodes each on its own.
+    for (const Frame& frame : frames) {
+      headers_.assign(1, EncodeFrameHeader(frame));
+      asio::const_buffer parts[2] = {asio::buffer(headers_[0]), asio::buffer(frame.payload)};
+      absl::Status s = co_await connection_->Write(std::span<const asio::const_buffer>(parts, 2));
+      if (!s.ok()) co_return s;
+    }
+    co_return absl::OkStatus();
+  }
+  headers_.clear();
+  headers_.reserve(frames.size());
+  buffers_.clear();
+  buffers_.reserve(frames.size() * 2);
+  for (const Frame& frame : frames) headers_.push_back(EncodeFrameHeader(frame));
+  for (size_t i = 0; i < frames.size(); ++i) {
+    buffers_.push_back(asio::buffer(headers_[i]));
+    if (!frames[i].payload.empty()) buffers_.push_back(asio::buffer(frames[i].payload));
+  }
+  co_return co_await connection_->Write(buffers_);
+}
+
+void FramedConnection::Close() { connection_->Close(); }
+
+}  // namespace courier::transport

@@ -1,0 +1,244 @@
+// What the stream-socket transports (tcp/, uds/) share: SocketConnection, the Connection over a
+// connected Asio stream socket, and SocketAcceptor, the accept loop of their listeners.
+// Transport-layer internals: only transport/ and its tests include this.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "asio/any_io_executor.hpp"
+#include "asio/awaitable.hpp"
+#include "asio/basic_socket_acceptor.hpp"
+#include "asio/basic_stream_socket.hpp"
+#include "asio/buffer.hpp"
+#include "asio/error.hpp"
+#include "asio/experimental/as_tuple.hpp"
+#include "asio/ip/address_v4.hpp"
+#include "asio/ip/tcp.hpp"
+#include "asio/local/stream_protocol.hpp"
+#include "asio/steady_timer.hpp"
+#include "asio/use_awaitable.hpp"
+#include "asio/write.hpp"
+#include "transport/endpoint.h"
+#include "transport/status.h"
+#include "transport/transport.h"
+
+namespace courier::transport::internal {
+
+// Completion token for coroutines that never throw: results arrive as (error_code, ...) tuples.
+inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+// "tcp://127.0.0.1:7000", "tcp://[::1]:7000". An IPv4-mapped IPv6 address (a dual-stack
+// listener's IPv4 peer) is shown as IPv4.
+inline Endpoint ToEndpoint(const asio::ip::tcp::endpoint& endpoint) {
+  asio::ip::address address = endpoint.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  }
+  std::string host =
+      address.is_v6() ? absl::StrCat("[", address.to_string(), "]") : address.to_string();
+  return Endpoint{"tcp", absl::StrCat(host, ":", endpoint.port())};
+}
+
+// "unix:///run/a.sock", "unix:rel/a.sock", "unix:@name" (abstract: the leading NUL shown as
+// '@'). An unnamed socket (a client that never called bind) has an empty address.
+inline Endpoint ToEndpoint(const asio::local::stream_protocol::endpoint& endpoint) {
+  std::string path = endpoint.path();
+  if (!path.empty() && path[0] == '\0') path[0] = '@';
+  return Endpoint{"unix", std::move(path)};
+}
+
+// What the kernel says about the process at the other end of a UNIX socket (for a client: the
+// process that called listen(); for a server: the one that called connect()). nullopt if the
+// kernel will not say.
+inline std::optional<PeerCredentials> ReadPeerCredentials(int fd) {
+  ucred cred{};
+  socklen_t length = sizeof(cred);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0 || length != sizeof(cred)) {
+    return std::nullopt;
+  }
+  return PeerCredentials{.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
+}
+
+// Keeps `fd` out of programs this process execs (the pipe transport spawns children): Asio opens
+// sockets without SOCK_CLOEXEC. A child that inherited a socket would keep its port bound and
+// its peer from seeing end of stream. TODO(someday): open with SOCK_CLOEXEC, closing the window
+// between socket() and this call in which another thread could fork.
+inline void SetCloseOnExec(int fd) {
+  int flags = ::fcntl(fd, F_GETFD);
+  if (flags >= 0) ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}
+
+// A Connection over a connected stream socket (asio::ip::tcp or asio::local::stream_protocol).
+// Traits: a reliable byte stream with no message boundaries. Writes use send(MSG_NOSIGNAL)
+// (Asio does so on Linux), so a peer that went away is kUnavailable (EPIPE), never SIGPIPE.
+template <typename Protocol>
+class SocketConnection final : public Connection {
+ public:
+  using Socket = asio::basic_stream_socket<Protocol, asio::any_io_executor>;
+
+  // `socket` must be connected. Sets close-on-exec and (TCP) TCP_NODELAY, and records the
+  // peer's address and (UNIX) its SO_PEERCRED credentials now, while the socket is open to ask.
+  explicit SocketConnection(Socket socket)
+      : socket_(std::move(socket)), executor_(socket_.get_executor()) {
+    SetCloseOnExec(socket_.native_handle());
+    asio::error_code ec;
+    if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
+      socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+    }
+    typename Protocol::endpoint remote = socket_.remote_endpoint(ec);
+    Endpoint endpoint = ToEndpoint(ec ? typename Protocol::endpoint() : remote);
+    // An unnamed peer is "unix:" (Endpoint::ToString() would say "unix://").
+    peer_.address = endpoint.address.empty() ? endpoint.scheme + ":" : endpoint.ToString();
+    if constexpr (std::is_same_v<Protocol, asio::local::stream_protocol>) {
+      peer_.credentials = ReadPeerCredentials(socket_.native_handle());
+    }
+  }
+
+  // Holds at most `into.size()` bytes; `into` must be non-empty (an empty read returns 0, which
+  // reads as end of stream). Once the stream has ended or failed, every later Read says so again.
+  asio::awaitable<absl::StatusOr<size_t>> Read(asio::mutable_buffer into) override {
+    if (closed_) co_return Closed("read");
+    if (read_end_) co_return *read_end_;
+    auto [ec, n] = co_await socket_.async_read_some(into, use_nothrow);
+    // Checked before touching `this` again: Close() (or the socket's destruction) aborts us.
+    if (ec == asio::error::operation_aborted) co_return Closed("read");
+    // After Close() the result is kCancelled whatever the OS said (e.g. bad_descriptor).
+    if (closed_) co_return Closed("read");
+    if (!ec) co_return n;
+    // Remembered, not asked again: Asio 1.22's edge-triggered reactor waits for a new edge
+    // before retrying a read that came back short, and after EOF or a reset none comes.
+    if (ec == asio::error::eof) {
+      read_end_ = size_t{0};
+    } else {
+      read_end_ = ToStatus(ec, absl::StrCat(scheme(), " read from ", peer_.address));
+    }
+    co_return *read_end_;
+  }
+
+  asio::awaitable<absl::Status> Write(std::span<const asio::const_buffer> data) override {
+    if (closed_) co_return Closed("write");
+    auto [ec, n] = co_await asio::async_write(socket_, data, use_nothrow);
+    if (ec == asio::error::operation_aborted) co_return Closed("write");
+    if (closed_) co_return Closed("write");
+    if (ec) co_return ToStatus(ec, absl::StrCat(scheme(), " write to ", peer_.address));
+    co_return absl::OkStatus();
+  }
+
+  // Shuts down both directions (the peer sees end of stream even if another process shares the
+  // descriptor) and closes; pending operations complete with operation_aborted.
+  void Close() override {
+    if (closed_) return;
+    closed_ = true;
+    asio::error_code ignored;
+    socket_.shutdown(Socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+  Traits traits() const override {
+    return Traits{.message_boundaries = false, .reliable = true, .max_message = 0};
+  }
+  PeerInfo peer() const override { return peer_; }
+  asio::any_io_executor executor() const override { return executor_; }
+
+  // For tests and socket options; do not read or write through it.
+  Socket& socket() { return socket_; }
+
+ private:
+  static constexpr const char* scheme() {
+    return std::is_same_v<Protocol, asio::ip::tcp> ? "tcp" : "unix";
+  }
+  // Static: it may run after the connection is gone.
+  static absl::Status Closed(const char* op) {
+    return absl::CancelledError(absl::StrCat(scheme(), " ", op, ": cancelled"));
+  }
+
+  Socket socket_;
+  asio::any_io_executor executor_;  // socket_.get_executor() is not const
+  PeerInfo peer_;
+  std::optional<absl::StatusOr<size_t>> read_end_;  // 0 after EOF, or the read error
+  bool closed_ = false;
+};
+
+// The accept loop of a stream-socket listener. Survives transient failures: ECONNABORTED (the
+// client gave up before we accepted) is retried at once; running out of descriptors or memory
+// (EMFILE, ENFILE, ENOBUFS, ENOMEM) is retried every 10 ms rather than spinning or failing the
+// listener, so it recovers when connections close.
+template <typename Protocol>
+class SocketAcceptor {
+ public:
+  using Acceptor = asio::basic_socket_acceptor<Protocol, asio::any_io_executor>;
+  static constexpr std::chrono::milliseconds kExhaustedRetryDelay{10};
+
+  // `acceptor` must be listening. `what` starts error messages, e.g. "tcp accept on
+  // 127.0.0.1:7000".
+  SocketAcceptor(Acceptor acceptor, std::string what)
+      : acceptor_(std::move(acceptor)),
+        retry_timer_(acceptor_.get_executor()),
+        what_(std::move(what)) {}
+
+  // The next connection, its socket bound to `connection_executor`. kCancelled after Close()
+  // or when the awaiting coroutine is cancelled.
+  asio::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Accept(
+      asio::any_io_executor connection_executor) {
+    // A copy: after an aborted wait `this` may be gone (the listener destroyed under us).
+    absl::Status cancelled = absl::CancelledError(absl::StrCat(what_, ": cancelled"));
+    for (;;) {
+      if (closed_) co_return cancelled;
+      auto [ec, socket] = co_await acceptor_.async_accept(connection_executor, use_nothrow);
+      if (ec == asio::error::operation_aborted) co_return cancelled;
+      if (closed_) co_return cancelled;  // drops a connection accepted just before Close()
+      if (!ec) {
+        co_return std::unique_ptr<Connection>(
+            std::make_unique<SocketConnection<Protocol>>(std::move(socket)));
+      }
+      if (ec == asio::error::connection_aborted) continue;
+      if (!IsResourceExhausted(ec)) co_return ToStatus(ec, what_);
+      retry_timer_.expires_after(kExhaustedRetryDelay);
+      auto [wait_ec] = co_await retry_timer_.async_wait(use_nothrow);
+      if (wait_ec) co_return cancelled;
+    }
+  }
+
+  // Idempotent. A pending Accept completes with kCancelled.
+  void Close() {
+    if (closed_) return;
+    closed_ = true;
+    asio::error_code ignored;
+    acceptor_.close(ignored);
+    retry_timer_.cancel();
+  }
+
+ private:
+  static bool IsResourceExhausted(const asio::error_code& ec) {
+    if (ec.category() != asio::system_category()) return false;
+    switch (ec.value()) {
+      case EMFILE:
+      case ENFILE:
+      case ENOBUFS:
+      case ENOMEM:
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  Acceptor acceptor_;
+  asio::steady_timer retry_timer_;
+  std::string what_;
+  bool closed_ = false;
+};
+
+}  // namespace courier::transport::internal

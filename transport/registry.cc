@@ -1,0 +1,42 @@
+#include "transport/registry.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "transport/status.h"
+#include "transport/tcp/tcp_transport.h"
+#include "transport/uds/uds_transport.h"
+
+namespace courier::transport {
+namespace {
+
+const TransportInfo kBuiltInTransports[] = {
+    // scheme  factory              fresh same-host endpoint
+    {"tcp", &tcp::NewTransport, &tcp::LoopbackEndpoint},   // tcp://127.0.0.1:0
+    {"unix", &uds::NewTransport, &uds::LoopbackEndpoint},  // unix:@courier-<pid>-<n>
+};
+
+}  // namespace
+
+std::span<const TransportInfo> BuiltInTransports() { return kBuiltInTransports; }
+
+absl::StatusOr<const TransportInfo*> FindTransport(std::string_view scheme,
+                                                   std::span<const TransportInfo> table) {
+  for (const TransportInfo& info : table) {
+    if (info.scheme == scheme) return &info;
+  }
+  std::vector<std::string> known;
+  for (const TransportInfo& info : table) known.emplace_back(info.scheme);
+  return absl::InvalidArgumentError(
+      absl::StrCat("no transport for scheme '", AsAbsl(scheme),
+                   "' in this build (have: ", absl::StrJoin(known, ", "), ")"));
+}
+
+absl::StatusOr<std::unique_ptr<Transport>> NewTransport(std::string_view scheme,
+                                                        asio::any_io_executor executor,
+                                                        std::span<const TransportInfo> table) {
+  absl::StatusOr<const TransportInfo*> info = FindTransport(scheme, table);
+  if (!info.ok()) return info.status();
+  return (*info)->factory(std::move(executor));
+}
+
+}  // namespace courier::transport

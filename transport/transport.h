@@ -1,0 +1,83 @@
+// The byte-mover interfaces every transport implements: Transport (dial and listen), Listener
+// and Connection. Transport layer; knows nothing of frames. Implementations live in
+// transport/<scheme>/ and are listed in transport/registry.cc.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "asio/any_io_executor.hpp"
+#include "asio/awaitable.hpp"
+#include "asio/buffer.hpp"
+#include "transport/endpoint.h"
+
+namespace courier::transport {
+
+// What a transport can and cannot do; the framing and rpc layers adapt to it.
+struct Traits {
+  bool message_boundaries = false;  // true: each Read returns exactly one peer Write
+  bool reliable = true;             // false: datagrams may be lost, duplicated or reordered
+  size_t max_message = 0;           // largest single Write on a message transport; 0: no limit
+  friend bool operator==(const Traits&, const Traits&) = default;
+};
+
+// Who is on the other end. Credentials come from the kernel (SO_PEERCRED) where it vouches.
+struct PeerCredentials {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  friend bool operator==(const PeerCredentials&, const PeerCredentials&) = default;
+};
+struct PeerInfo {
+  std::string address;  // e.g. "tcp://127.0.0.1:51234", "unix:@svc"
+  std::optional<PeerCredentials> credentials;
+};
+
+// One open connection, bound to one executor. At most one Read and one Write in flight.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  // Bytes read into `into` (which must stay valid until done); 0 means the peer closed cleanly.
+  // Message transports return one datagram. kCancelled after Close(); kUnavailable on reset.
+  virtual asio::awaitable<absl::StatusOr<size_t>> Read(asio::mutable_buffer into) = 0;
+  // Completes when all of `data` is written; `data` and what it points to must stay valid until
+  // then. kCancelled after Close(); kUnavailable when the peer is gone.
+  virtual asio::awaitable<absl::Status> Write(std::span<const asio::const_buffer> data) = 0;
+  // Idempotent; pending Read/Write complete with kCancelled.
+  virtual void Close() = 0;
+  virtual Traits traits() const = 0;
+  virtual PeerInfo peer() const = 0;
+  virtual asio::any_io_executor executor() const = 0;
+};
+
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  // The next connection, bound to `connection_executor` (so a server can spread connections
+  // over several reactors). kCancelled after Close().
+  virtual asio::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Accept(
+      asio::any_io_executor connection_executor) = 0;
+  // Where peers reach us, with port 0 and temporary names resolved.
+  virtual Endpoint local_endpoint() const = 0;
+  // Idempotent; stops listening (and removes what Listen created, e.g. a socket file).
+  virtual void Close() = 0;
+};
+
+// One per scheme, made by the registry for an executor.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // kUnavailable naming the endpoint when nobody answers; kInvalidArgument on a bad address.
+  virtual asio::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Connect(Endpoint to) = 0;
+  // kInvalidArgument on a bad address; kAlreadyExists when the address is in use.
+  virtual absl::StatusOr<std::unique_ptr<Listener>> Listen(const Endpoint& at) = 0;
+};
+
+}  // namespace courier::transport
