@@ -36,7 +36,7 @@ struct ChannelOptions {
   // Connecting (including the protocol hello) gives up after this; calls also give up at their
   // own deadline.
   Clock::duration connect_timeout = std::chrono::seconds(20);
-  // Ping after this much silence on a connection with calls in flight; close it (calls fail
+  // Ping after this much silence on the connection; close it (calls in flight fail
   // kUnavailable) if the peer does not answer within keepalive_timeout. 0 disables.
   Clock::duration keepalive_interval = std::chrono::seconds(30);
   Clock::duration keepalive_timeout = std::chrono::seconds(10);

@@ -298,6 +298,7 @@ void StartSession(const std::shared_ptr<ServerState>& state,
   options.max_message_size = state->options.max_message_size;
   options.keepalive_interval = state->options.keepalive_interval;
   options.keepalive_timeout = state->options.keepalive_timeout;
+  options.handshake_timeout = state->options.handshake_timeout;
   auto session =
       std::make_shared<ServerSession>(std::move(connection), std::move(options), state, reactor);
   reactor->sessions.insert(session.get());

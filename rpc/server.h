@@ -34,6 +34,8 @@ struct ServerOptions {
   // keepalive_timeout. 0 disables (clients ping; the server always answers).
   Clock::duration keepalive_interval{0};
   Clock::duration keepalive_timeout = std::chrono::seconds(10);
+  // A connection that has not sent its protocol hello by then is closed (and logged).
+  Clock::duration handshake_timeout = std::chrono::seconds(10);
   std::span<const transport::TransportInfo> transports = transport::BuiltInTransports();
 };
 

@@ -5,12 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCOURIER_BUILD_TESTS=OFF >/dev/null
-cmake --build build -j"$jobs" --target echo_server echo_client
+cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release -DCOURIER_BUILD_TESTS=OFF >/dev/null
+cmake --build build-demo -j"$jobs" --target echo_server echo_client
 
 out=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$out"' EXIT
-./build/examples/echo_server --listen "unix://$out/echo.sock" --listen tcp://127.0.0.1:0 \
+./build-demo/examples/echo_server --listen "unix://$out/echo.sock" --listen tcp://127.0.0.1:0 \
   >"$out/server.log" 2>&1 &
 server=$!
 for _ in $(seq 100); do
@@ -21,9 +21,9 @@ cat "$out/server.log"
 for uri in $(sed -n 's/^listening on //p' "$out/server.log"); do
   echo "--- $uri"
   echo "\$ echo_client --connect $uri 'hello, courier'"
-  ./build/examples/echo_client --connect "$uri" 'hello, courier'
+  ./build-demo/examples/echo_client --connect "$uri" 'hello, courier'
   echo "\$ echo_client --connect $uri --count 10000 --size 64 ping"
-  ./build/examples/echo_client --connect "$uri" --count 10000 --size 64 ping
+  ./build-demo/examples/echo_client --connect "$uri" --count 10000 --size 64 ping
 done
 kill -TERM "$server"
 wait "$server"

@@ -25,6 +25,7 @@ Session::Session(std::unique_ptr<transport::Connection> connection, SessionOptio
               transport::FrameLimits{FrameLimitFor(options_.max_message_size)}),
       outbox_ready_(executor_, Clock::time_point::max()),
       keepalive_timer_(executor_),
+      handshake_timer_(executor_),
       last_read_(Clock::now()) {
   if (options_.peer_name.empty()) options_.peer_name = peer_.address;
 }
@@ -39,6 +40,14 @@ void Session::Start() {
   if (options_.keepalive_interval.count() > 0) {
     asio::co_spawn(
         executor_, [self]() { return self->KeepaliveLoop(); }, asio::detached);
+  }
+  if (options_.handshake_timeout.count() > 0) {
+    handshake_timer_.expires_after(options_.handshake_timeout);
+    handshake_timer_.async_wait([self](std::error_code ec) {
+      if (ec || self->closed() || self->handshaken()) return;
+      self->Close(absl::DeadlineExceededError(
+          absl::StrCat("no protocol hello from ", self->options_.peer_name, " in time")));
+    });
   }
 }
 
@@ -64,6 +73,7 @@ void Session::Close(absl::Status why) {
   framed_.Close();
   outbox_ready_.cancel();
   keepalive_timer_.cancel();
+  handshake_timer_.cancel();
   outbox_.clear();
   OnClose(why);
 }
@@ -113,6 +123,7 @@ asio::awaitable<void> Session::ReadLoop() {
         Close(s);
         co_return;
       }
+      handshake_timer_.cancel();
       OnHandshake();
       continue;
     }

@@ -25,6 +25,8 @@ struct SessionOptions {
   // and close with kUnavailable if nothing arrives within keepalive_timeout.
   Clock::duration keepalive_interval{0};
   Clock::duration keepalive_timeout = std::chrono::seconds(10);
+  // Close with kDeadlineExceeded if the peer's hello has not arrived by then. 0: wait forever.
+  Clock::duration handshake_timeout{0};
   std::string peer_name;  // for messages, e.g. the endpoint a client dialled
 };
 
@@ -77,6 +79,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<transport::Frame> writing_;
   asio::steady_timer outbox_ready_;
   asio::steady_timer keepalive_timer_;
+  asio::steady_timer handshake_timer_;
   Clock::time_point last_read_;
   std::optional<wire::Hello> peer_hello_;
   bool writer_idle_ = false;

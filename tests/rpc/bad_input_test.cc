@@ -254,6 +254,48 @@ TEST_P(BadInputTest, ServerThatSendsGarbageFailsCallsUnavailable) {
   listener->Close();
 }
 
+// A peer that completes the handshake and then goes silent: keepalive finds it dead and the
+// calls waiting on it fail UNAVAILABLE long before their deadline.
+TEST_P(BadInputTest, SilentServerIsFoundByKeepalive) {
+  auto transport = transport::NewTransport(GetParam().scheme, io_.get_executor()).value();
+  auto listener = transport->Listen(GetParam().loopback_endpoint()).value();
+  std::unique_ptr<transport::Connection> kept;
+  auto hello_then_silence = [&]() -> asio::awaitable<void> {
+    auto connection = co_await listener->Accept(io_.get_executor());
+    if (!connection.ok()) co_return;
+    kept = *std::move(connection);
+    std::string hello = Hello();
+    asio::const_buffer buffer = asio::buffer(hello);
+    (void)co_await kept->Write({&buffer, 1});
+  };
+  asio::co_spawn(io_, hello_then_silence(), asio::detached);
+  ChannelOptions options;
+  options.keepalive_interval = std::chrono::milliseconds(100);
+  options.keepalive_timeout = std::chrono::milliseconds(100);
+  auto channel =
+      Channel::Create(io_.get_executor(), listener->local_endpoint().ToString(), options).value();
+  CallOptions call;
+  call.timeout = std::chrono::seconds(8);
+  const auto start = Clock::now();
+  absl::StatusOr<std::string> r = RunCoro(io_, channel->Call(testing::kEcho, "x", call));
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("keepalive")));
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(3));
+  listener->Close();
+}
+
+// A client that connects and never says hello is dropped after the handshake timeout.
+TEST_P(BadInputTest, SilentClientIsDroppedAfterTheHandshakeTimeout) {
+  server_.reset();
+  ServerOptions options;
+  options.handshake_timeout = std::chrono::milliseconds(100);
+  server_ = std::make_unique<Server>(io_.get_executor(), options);
+  ASSERT_THAT(server_->AddService(service_.service()), IsOk());
+  endpoint_ = server_->Listen(GetParam().loopback_endpoint().ToString()).value();
+  ASSERT_TRUE(SendRaw("").has_value());  // connects, sends nothing, reads until closed
+  ExpectOneLogLine("no protocol hello");
+  ExpectStillServing();
+}
+
 INSTANTIATE_TEST_SUITE_P(AllTransports, BadInputTest,
                          ::testing::ValuesIn(transport::BuiltInTransports()),
                          [](const ::testing::TestParamInfo<transport::TransportInfo>& info) {

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The echo example's command-line contract: echo_server prints one "listening on URI" line per
+# endpoint (the real port for port 0) and stops gracefully on SIGTERM; echo_client prints the
+# reply, the --count summary line, and on failure the status code name on stderr, exiting 1.
+set -euo pipefail
+server_bin=$1
+client_bin=$2
+dir=$(mktemp -d)
+server=""
+cleanup() {
+  [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+"$server_bin" --listen "unix://$dir/echo.sock" --listen tcp://127.0.0.1:0 >"$dir/out" 2>&1 &
+server=$!
+for _ in $(seq 200); do
+  [ "$(grep -c '^listening on' "$dir/out" || true)" -ge 2 ] && break
+  sleep 0.05
+done
+grep -qx "listening on unix://$dir/echo.sock" "$dir/out" || fail "no unix listening line: $(cat "$dir/out")"
+grep -Eqx 'listening on tcp://127\.0\.0\.1:[1-9][0-9]*' "$dir/out" || fail "no tcp line with a real port"
+
+for uri in $(sed -n 's/^listening on //p' "$dir/out"); do
+  reply=$("$client_bin" --connect "$uri" "hello courier")
+  [ "$reply" = "hello courier" ] || fail "$uri: reply '$reply'"
+  summary=$("$client_bin" --connect "$uri" --count 50 --size 64 x)
+  [[ "$summary" =~ ^50\ calls,\ p50\ [0-9.]+\ us,\ p99\ [0-9.]+\ us$ ]] || fail "$uri: '$summary'"
+  padded=$("$client_bin" --connect "$uri" --size 10 ab)
+  [ "$padded" = "ababababab" ] || fail "$uri: --size gave '$padded'"
+done
+
+if "$client_bin" --connect "unix://$dir/nobody.sock" x 2>"$dir/err"; then fail "call to nobody succeeded"; fi
+grep -q "^UNAVAILABLE: .*$dir/nobody.sock" "$dir/err" || fail "unexpected error: $(cat "$dir/err")"
+if "$client_bin" --connect "bogus://x" x 2>"$dir/err"; then fail "bogus scheme succeeded"; fi
+grep -q "^INVALID_ARGUMENT: " "$dir/err" || fail "unexpected error: $(cat "$dir/err")"
+
+kill -TERM "$server"
+status=0
+wait "$server" || status=$?
+server=""
+[ "$status" -eq 0 ] || fail "server exited $status after SIGTERM"
+grep -qx "shut down" "$dir/out" || fail "no graceful shutdown line"
+[ ! -e "$dir/echo.sock" ] || fail "socket file left behind"
+echo "echo example: all checks passed"
