@@ -1,13 +1,18 @@
 #include "rpc/channel.h"
 
 #include <algorithm>
+#include <optional>
+#include <thread>
 #include <utility>
 #include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
+#include "asio/executor_work_guard.hpp"
 #include "asio/experimental/awaitable_operators.hpp"
+#include "asio/io_context.hpp"
+#include "asio/post.hpp"
 #include "asio/this_coro.hpp"
 #include "rpc/internal/session.h"
 #include "rpc/internal/wire.h"
@@ -26,9 +31,25 @@ struct PendingCall {
   explicit PendingCall(asio::any_io_executor executor) : wake(std::move(executor)) {}
   asio::steady_timer wake;
   std::optional<absl::StatusOr<std::string>> result;
-  Frame request;                     // until handed to a session
-  ClientSession* session = nullptr;  // where the request went; alive while result is empty
+  Frame request;  // until handed to a session
+  // Where the request went; reset when that session closes, so non-null means alive.
+  ClientSession* session = nullptr;
   Metadata* response_metadata = nullptr;
+};
+
+// A reactor thread a channel owns (Channel::Create(uri)). The thread holds a reference, so the
+// io_context outlives its run() even if the channel goes away on that very thread.
+struct OwnedReactor : std::enable_shared_from_this<OwnedReactor> {
+  OwnedReactor() : guard(asio::make_work_guard(io)) {}
+  ~OwnedReactor() {
+    if (thread.joinable()) thread.detach();  // only on the reactor thread itself, at its end
+  }
+  void Start() {
+    thread = std::thread([self = shared_from_this()] { self->io.run(); });
+  }
+  asio::io_context io{1};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+  std::thread thread;
 };
 
 class ClientSession final : public Session {
@@ -105,12 +126,37 @@ Channel::Channel(ConstructionKey, asio::any_io_executor executor, Endpoint endpo
       transport_(std::move(transport)),
       options_(std::move(options)) {}
 
+absl::StatusOr<std::shared_ptr<Channel>> Channel::Create(std::string_view uri,
+                                                         ChannelOptions options) {
+  auto reactor = std::make_shared<internal::OwnedReactor>();
+  absl::StatusOr<std::shared_ptr<Channel>> channel =
+      Create(reactor->io.get_executor(), uri, std::move(options));
+  if (!channel.ok()) return channel.status();
+  (*channel)->reactor_ = reactor;
+  reactor->Start();
+  return channel;
+}
+
+bool Channel::on_own_reactor_thread() const {
+  return reactor_ != nullptr && std::this_thread::get_id() == reactor_->thread.get_id();
+}
+
 Channel::~Channel() {
   // No call is in flight (each holds a reference), so only the idle connection is left.
-  if (session_ != nullptr) {
-    session_->DetachChannel();
-    session_->Close(absl::CancelledError("channel destroyed"));
+  auto close = [session = std::move(session_)] {
+    if (session == nullptr) return;
+    session->DetachChannel();
+    session->Close(absl::CancelledError("channel destroyed"));
+  };
+  if (reactor_ == nullptr || on_own_reactor_thread()) {
+    close();
+    if (reactor_ != nullptr) reactor_->guard.reset();  // the thread ends when its work does
+    return;
   }
+  // The session lives on our reactor thread: close it there, then let the thread finish.
+  asio::post(reactor_->io, std::move(close));
+  reactor_->guard.reset();
+  reactor_->thread.join();
 }
 
 uint32_t Channel::NextCallId() {
@@ -306,7 +352,9 @@ void Channel::OnSessionClosed(ClientSession& session, const absl::Status& why) {
           ? absl::CancelledError(absl::StrCat("connection to ", uri_, " closed: ", why.message()))
           : absl::UnavailableError(absl::StrCat("connection to ", uri_, " lost: ", why.message()));
   for (auto& [id, call] : pending_) {
-    if (call->session == &session) Complete(*call, status);
+    if (call->session != &session) continue;
+    Complete(*call, status);
+    call->session = nullptr;  // the session is gone before the call's coroutine resumes
   }
 }
 

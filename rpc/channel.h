@@ -26,6 +26,7 @@ namespace courier {
 
 namespace internal {
 class ClientSession;
+struct OwnedReactor;
 struct PendingCall;
 }  // namespace internal
 
@@ -52,6 +53,12 @@ class Channel : public std::enable_shared_from_this<Channel> {
   static absl::StatusOr<std::shared_ptr<Channel>> Create(asio::any_io_executor executor,
                                                          std::string_view uri,
                                                          ChannelOptions options = {});
+  // The same, for programs without an event loop of their own: the channel runs its own reactor
+  // thread (stopped and joined when the channel is destroyed). Calls still run on that thread;
+  // use the stubs' blocking calls, or AsyncCall with a callback or asio::use_future.
+  static absl::StatusOr<std::shared_ptr<Channel>> Create(std::string_view uri,
+                                                         ChannelOptions options = {});
+
   // Use Create(); the key keeps construction there.
   class ConstructionKey {
     friend class Channel;
@@ -88,6 +95,9 @@ class Channel : public std::enable_shared_from_this<Channel> {
 
   const Endpoint& endpoint() const { return endpoint_; }
   asio::any_io_executor executor() const { return executor_; }
+  // True on the thread of a reactor the channel owns (see Create(uri)), where blocking on a
+  // call would wait forever. Always false for a channel on the caller's executor.
+  bool on_own_reactor_thread() const;
   // Calls waiting for a response (for tests and introspection).
   size_t calls_in_flight() const { return pending_.size(); }
 
@@ -107,6 +117,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
   void OnGoAway(internal::ClientSession& session);
   void OnSessionClosed(internal::ClientSession& session, const absl::Status& why);
 
+  // First, so it is destroyed last: everything below may hold objects bound to it.
+  std::shared_ptr<internal::OwnedReactor> reactor_;
   asio::any_io_executor executor_;
   Endpoint endpoint_;
   std::string uri_;

@@ -13,7 +13,7 @@
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/io_context.hpp"
-#include "examples/echo.pb.h"
+#include "examples/echo.courier.h"
 #include "rpc/channel.h"
 
 namespace {
@@ -55,7 +55,7 @@ asio::awaitable<int> Run(asio::io_context& io, Flags flags) {
     padded.resize(static_cast<size_t>(flags.size));
     request.set_text(std::move(padded));
   }
-  const std::string bytes = request.SerializeAsString();
+  courier::examples::EchoStub stub(*channel);
   courier::CallOptions options;
   options.timeout = std::chrono::milliseconds(flags.timeout_ms);
 
@@ -65,13 +65,10 @@ asio::awaitable<int> Run(asio::io_context& io, Flags flags) {
   EchoReply reply;
   for (long i = 0; i < calls; ++i) {
     auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<std::string> response =
-        co_await (*channel)->Call("/courier.examples.Echo/Say", bytes, options);
+    absl::StatusOr<EchoReply> response = co_await stub.Say(request, options);
     auto elapsed = std::chrono::steady_clock::now() - start;
     if (!response.ok()) co_return Fail(response.status());
-    if (!reply.ParseFromString(*response)) {
-      co_return Fail(absl::InternalError("reply does not parse as EchoReply"));
-    }
+    reply = *std::move(response);
     micros.push_back(std::chrono::duration<double, std::micro>(elapsed).count());
   }
   if (flags.count <= 0) {

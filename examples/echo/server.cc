@@ -14,30 +14,21 @@
 #include "asio/detached.hpp"
 #include "asio/io_context.hpp"
 #include "asio/signal_set.hpp"
-#include "examples/echo.pb.h"
-#include "rpc/service.h"
+#include "examples/echo.courier.h"
 
 namespace {
 
 using courier::examples::EchoReply;
 using courier::examples::EchoRequest;
 
-class EchoService {
+class EchoServer final : public courier::examples::EchoService {
  public:
-  EchoService() {
-    service_.AddMethod<EchoRequest, EchoReply>(
-        "/courier.examples.Echo/Say",
-        [](courier::ServerContext&,
-           EchoRequest request) -> asio::awaitable<absl::StatusOr<EchoReply>> {
-          EchoReply reply;
-          reply.set_text(std::move(*request.mutable_text()));
-          co_return reply;
-        });
+  asio::awaitable<absl::StatusOr<EchoReply>> Say(courier::ServerContext&,
+                                                 EchoRequest request) override {
+    EchoReply reply;
+    reply.set_text(std::move(*request.mutable_text()));
+    co_return reply;
   }
-  courier::ServiceBase& service() { return service_; }
-
- private:
-  courier::GenericService service_;
 };
 
 int Usage() {
@@ -63,11 +54,11 @@ int main(int argc, char** argv) {
   if (uris.empty()) return Usage();
 
   asio::io_context io(1);
-  EchoService echo;
+  EchoServer echo;
   courier::ServerOptions options;
   options.threads = threads;
   courier::Server server(io.get_executor(), options);
-  if (absl::Status s = server.AddService(echo.service()); !s.ok()) {
+  if (absl::Status s = server.AddService(echo); !s.ok()) {
     std::fprintf(stderr, "%s\n", s.ToString().c_str());
     return 1;
   }

@@ -1,0 +1,73 @@
+#include "codegen/generator.h"
+
+#include <memory>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "codegen/names.h"
+#include "google/protobuf/compiler/code_generator.h"
+#include "google/protobuf/io/zero_copy_stream.h"
+
+namespace courier::codegen {
+namespace {
+
+using google::protobuf::FileDescriptor;
+using google::protobuf::MethodDescriptor;
+
+bool ParseOptions(const std::string& parameter, Options& options, std::string* error) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  google::protobuf::compiler::ParseGeneratorParameter(parameter, &pairs);
+  for (const auto& [key, value] : pairs) {
+    *error = absl::StrCat("protoc-gen-courier: unknown option '", key,
+                          "' (this version takes no options)");
+    return false;
+  }
+  return true;
+}
+
+// Streaming calls are not supported yet: refuse them by name rather than emit code that
+// compiles and then misbehaves.
+bool CheckUnary(const FileDescriptor& file, std::string* error) {
+  for (int s = 0; s < file.service_count(); ++s) {
+    for (int m = 0; m < file.service(s)->method_count(); ++m) {
+      const MethodDescriptor& method = *file.service(s)->method(m);
+      if (!method.client_streaming() && !method.server_streaming()) continue;
+      const char* kind = method.client_streaming() && method.server_streaming()
+                             ? "bidirectional streaming"
+                         : method.client_streaming() ? "client streaming"
+                                                     : "server streaming";
+      *error = absl::StrCat(file.name(), ": service ", file.service(s)->name(), ", method ",
+                            method.name(), ": ", kind,
+                            " methods are not supported by protoc-gen-courier yet; "
+                            "only unary methods are");
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool Generator::Generate(const FileDescriptor* file, const std::string& parameter,
+                         google::protobuf::compiler::GeneratorContext* context,
+                         std::string* error) const {
+  Options options;
+  if (!ParseOptions(parameter, options, error) || !CheckUnary(*file, error)) return false;
+  const std::string base = StripProto(file->name());
+  {
+    std::unique_ptr<google::protobuf::io::ZeroCopyOutputStream> out(
+        context->Open(base + ".courier.h"));
+    google::protobuf::io::Printer printer(out.get(), '$');
+    PrintHeader(printer, *file);
+  }
+  {
+    std::unique_ptr<google::protobuf::io::ZeroCopyOutputStream> out(
+        context->Open(base + ".courier.cc"));
+    google::protobuf::io::Printer printer(out.get(), '$');
+    PrintSource(printer, *file);
+  }
+  return true;
+}
+
+}  // namespace courier::codegen
