@@ -402,6 +402,43 @@ TEST_P(EchoTest, ClientKilledMidCallCancelsTheHandler) {
       RunUntil(io_, [&] { return server_->active_calls() == 0 && server_->connections() == 0; }));
 }
 
+// One server, one service, every transport at once.
+TEST(ServerTest, ListensOnSeveralEndpointsAtOnce) {
+  TestService service;
+  asio::io_context io;
+  Server server(io.get_executor());
+  ASSERT_THAT(server.AddService(service.service()), IsOk());
+  std::vector<std::shared_ptr<Channel>> channels;
+  for (const transport::TransportInfo& info : transport::BuiltInTransports()) {
+    for (int i = 0; i < 2; ++i) {
+      absl::StatusOr<Endpoint> endpoint = server.Listen(info.loopback_endpoint().ToString());
+      ASSERT_THAT(endpoint, IsOk());
+      channels.push_back(Channel::Create(io.get_executor(), endpoint->ToString()).value());
+    }
+  }
+  EXPECT_EQ(server.endpoints().size(), channels.size());
+  for (auto& channel : channels) {
+    EXPECT_EQ(
+        RunCoro(io, channel->Call(testing::kEcho, channel->endpoint().ToString())).value_or(""),
+        channel->endpoint().ToString());
+  }
+  EXPECT_EQ(server.connections(), channels.size());
+}
+
+// A slow handler does not hold up a fast call on the same connection.
+TEST_P(EchoTest, SlowHandlerDoesNotBlockOthers) {
+  auto channel = NewChannel();
+  std::optional<StatusOrBytes> slow;
+  asio::co_spawn(io_, channel->Call(testing::kSleep, "3000"),
+                 [&](std::exception_ptr, StatusOrBytes r) { slow = std::move(r); });
+  ASSERT_TRUE(RunUntil(io_, [&] { return service_.sleep_started == 1; }));
+  const auto start = Clock::now();
+  EXPECT_THAT(Call(channel, testing::kEcho, "fast"), IsOk());
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(2));
+  EXPECT_FALSE(slow.has_value());
+  channel->Close();
+}
+
 INSTANTIATE_TEST_SUITE_P(AllTransports, EchoTest,
                          ::testing::ValuesIn(transport::BuiltInTransports()),
                          [](const ::testing::TestParamInfo<transport::TransportInfo>& info) {
