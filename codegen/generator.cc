@@ -37,11 +37,33 @@ bool CheckUnary(const FileDescriptor& file, std::string* error) {
                              ? "bidirectional streaming"
                          : method.client_streaming() ? "client streaming"
                                                      : "server streaming";
-      *error = absl::StrCat(file.name(), ": service ", file.service(s)->name(), ", method ",
-                            method.name(), ": ", kind,
+      // protoc prefixes the file name.
+      *error = absl::StrCat("service ", file.service(s)->name(), ", method ", method.name(), ": ",
+                            kind,
                             " methods are not supported by protoc-gen-courier yet; "
                             "only unary methods are");
       return false;
+    }
+  }
+  return true;
+}
+
+// The classes we generate must not take a name the package already uses (a message named
+// EchoService beside service Echo): refuse clearly instead of emitting code that cannot compile.
+bool CheckNames(const FileDescriptor& file, std::string* error) {
+  const google::protobuf::DescriptorPool& pool = *file.pool();
+  const std::string prefix = file.package().empty() ? "" : file.package() + ".";
+  for (int s = 0; s < file.service_count(); ++s) {
+    const std::string& service = file.service(s)->name();
+    for (const std::string& generated : {service + "Service", service + "Stub"}) {
+      const std::string full = prefix + generated;
+      if (pool.FindMessageTypeByName(full) || pool.FindEnumTypeByName(full) ||
+          pool.FindServiceByName(full) || pool.FindEnumValueByName(full)) {
+        *error = absl::StrCat("service ", service, ": protoc-gen-courier generates a class ",
+                              generated, ", but ", full,
+                              " already names something in the package; rename one of them");
+        return false;
+      }
     }
   }
   return true;
@@ -53,7 +75,10 @@ bool Generator::Generate(const FileDescriptor* file, const std::string& paramete
                          google::protobuf::compiler::GeneratorContext* context,
                          std::string* error) const {
   Options options;
-  if (!ParseOptions(parameter, options, error) || !CheckUnary(*file, error)) return false;
+  if (!ParseOptions(parameter, options, error) || !CheckUnary(*file, error) ||
+      !CheckNames(*file, error)) {
+    return false;
+  }
   const std::string base = StripProto(file->name());
   {
     std::unique_ptr<google::protobuf::io::ZeroCopyOutputStream> out(

@@ -4,6 +4,10 @@
 #include "codegen/generator.h"
 #include "codegen/names.h"
 
+// The templates below are the generated code, laid out as it should come out: clang-format
+// would re-indent them as if they were code of this file.
+// clang-format off
+
 namespace courier::codegen {
 namespace {
 
@@ -14,12 +18,11 @@ using google::protobuf::io::Printer;
 void PrintServiceBase(Printer& printer, const ServiceDescriptor& service) {
   auto vars = ServiceVars(service);
   printer.Print(LeadingComment(service, "").c_str());
-  printer.Print(vars, R"cc(// Servers derive from $ServiceClass$, override its methods and pass it
-                           // to
-                           // courier::Server::AddService. Each call runs as its own coroutine.
-                           class $ServiceClass$ : public ::courier::ServiceBase {
-                            public:
-  )cc");
+  printer.Print(vars, R"cc(// Servers derive from $ServiceClass$, override its methods and pass it to
+// courier::Server::AddService. Each call runs as its own coroutine.
+class $ServiceClass$ : public ::courier::ServiceBase {
+ public:
+)cc");
   printer.Indent();
   for (int i = 0; i < service.method_count(); ++i) {
     printer.Print(MethodVars(*service.method(i)),
@@ -29,11 +32,10 @@ void PrintServiceBase(Printer& printer, const ServiceDescriptor& service) {
   for (int i = 0; i < service.method_count(); ++i) {
     printer.Print("\n");
     printer.Print(LeadingComment(*service.method(i), "").c_str());
-    printer.Print(MethodVars(*service.method(i)),
-                  R"cc(// Default: completes with UNIMPLEMENTED.
-                       virtual ::asio::awaitable<::absl::StatusOr<$Response$>> $Method$(
-                           ::courier::ServerContext& ctx, $Request$ request);
-                  )cc");
+    printer.Print(MethodVars(*service.method(i)), R"cc(// Default: completes with UNIMPLEMENTED.
+virtual ::asio::awaitable<::absl::StatusOr<$Response$>> $Method$(
+    ::courier::ServerContext& ctx, $Request$ request);
+)cc");
   }
   printer.Outdent();
   printer.Print("};\n\n");
@@ -42,49 +44,47 @@ void PrintServiceBase(Printer& printer, const ServiceDescriptor& service) {
 void PrintStubMethod(Printer& printer, const google::protobuf::MethodDescriptor& method) {
   printer.Print("\n");
   printer.Print(LeadingComment(method, "").c_str());
-  printer.Print(
-      MethodVars(method),
-      R"cc(::asio::awaitable<::absl::StatusOr<$Response$>> $Method$(
-               $Request$ request, ::courier::CallOptions options = {}) {
-             return ::courier::internal::UnaryCall<$Response$>(
-                 channel_, $ServiceClass$::$Constant$, std::move(request), std::move(options));
-           }
-           // $Method$() for any Asio completion token; the handler gets absl::StatusOr<$Response$>.
-           template <typename Token>
-           auto Async$Method$($Request$ request, ::courier::CallOptions options, Token&& token) {
-             return ::courier::internal::AsyncUnaryCall<$Response$>(
-                 channel_, $ServiceClass$::$Constant$, std::move(request), std::move(options),
-                 std::forward<Token>(token));
-           }
-           // $Method$() for a thread that may block: the channel's executor must run elsewhere.
-           ::absl::StatusOr<$Response$> Blocking$Method$($Request$ request,
-                                                         ::courier::CallOptions options = {}) {
-             return ::courier::internal::BlockingUnaryCall<$Response$>(
-                 channel_, $ServiceClass$::$Constant$, std::move(request), std::move(options));
-           }
-      )cc");
+  printer.Print(MethodVars(method), R"cc(::asio::awaitable<::absl::StatusOr<$Response$>> $Method$(
+    $Request$ request, ::courier::CallOptions options = {}) {
+  return ::courier::internal::UnaryCall<$Response$>(
+      channel_, $ServiceClass$::$Constant$, std::move(request), std::move(options));
+}
+// $Method$() with any Asio completion token (callback, asio::use_future, ...), which
+// receives absl::StatusOr<$Response$>.
+template <typename Token>
+auto Async$Method$($Request$ request, ::courier::CallOptions options, Token&& token) {
+  return ::courier::internal::AsyncUnaryCall<$Response$>(
+      channel_, $ServiceClass$::$Constant$, std::move(request), std::move(options),
+      std::forward<Token>(token));
+}
+// $Method$() blocking the calling thread; the channel's executor must run on another.
+::absl::StatusOr<$Response$> Blocking$Method$(
+    $Request$ request, ::courier::CallOptions options = {}) {
+  return ::courier::internal::BlockingUnaryCall<$Response$>(
+      channel_, $ServiceClass$::$Constant$, std::move(request), std::move(options));
+}
+)cc");
 }
 
 void PrintStub(Printer& printer, const ServiceDescriptor& service) {
   auto vars = ServiceVars(service);
   printer.Print(LeadingComment(service, "").c_str());
-  printer.Print(vars, R"cc(// Client stub: copyable, cheap; many stubs and calls may share one
-                           // channel.
-                           class $StubClass$ {
-                            public:
-                             explicit $StubClass$(std::shared_ptr<::courier::Channel> channel)
-                                 : channel_(std::move(channel)) {}
-                             const std::shared_ptr<::courier::Channel>& channel() const { return channel_; }
-  )cc");
+  printer.Print(vars, R"cc(// Client stub: cheap to copy; many stubs and calls may share one channel.
+class $StubClass$ {
+ public:
+  explicit $StubClass$(std::shared_ptr<::courier::Channel> channel)
+      : channel_(std::move(channel)) {}
+  const std::shared_ptr<::courier::Channel>& channel() const { return channel_; }
+)cc");
   printer.Indent();
   for (int i = 0; i < service.method_count(); ++i) PrintStubMethod(printer, *service.method(i));
   printer.Outdent();
   printer.Print(R"cc(
-    private:
-    std::shared_ptr<::courier::Channel> channel_;
-    }
-    ;
-  )cc");
+ private:
+  std::shared_ptr<::courier::Channel> channel_;
+};
+
+)cc");
 }
 
 }  // namespace
@@ -103,7 +103,8 @@ void PrintHeader(Printer& printer, const FileDescriptor& file) {
 #include "rpc/channel.h"
 #include "rpc/service.h"
 #include "rpc/stub_support.h"
-  )cc");
+
+)cc");
   const std::string ns = CppNamespace(file);
   if (!ns.empty()) printer.Print("namespace $ns$ {\n\n", "ns", ns.substr(2));
   for (int i = 0; i < file.service_count(); ++i) {
@@ -114,3 +115,4 @@ void PrintHeader(Printer& printer, const FileDescriptor& file) {
 }
 
 }  // namespace courier::codegen
+// clang-format on

@@ -58,6 +58,11 @@ class ServiceBase {
           }
           absl::StatusOr<Response> response = co_await handler(ctx, std::move(request));
           if (!response.ok()) co_return response.status();
+          if (!response->IsInitialized()) {  // proto2: serializing would throw
+            co_return absl::InternalError(absl::StrCat(
+                ctx.method(), ": the handler's ", response->GetTypeName(),
+                " is missing required fields: ", response->InitializationErrorString()));
+          }
           co_return response->SerializeAsString();
         });
   }

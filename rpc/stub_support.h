@@ -25,6 +25,12 @@ template <typename Response, typename Request>
 asio::awaitable<absl::StatusOr<Response>> UnaryCall(std::shared_ptr<Channel> channel,
                                                     const char* method, Request request,
                                                     CallOptions options) {
+  // proto2 required fields: Debian's protobuf throws on serializing a message that lacks them.
+  if (!request.IsInitialized()) {
+    co_return absl::InvalidArgumentError(absl::StrCat(method, ": request ", request.GetTypeName(),
+                                                      " is missing required fields: ",
+                                                      request.InitializationErrorString()));
+  }
   std::string bytes;
   if (!request.SerializeToString(&bytes)) {
     co_return absl::InternalError(

@@ -16,4 +16,4 @@ echo "=== normal build"
 run build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 echo "=== AddressSanitizer + UndefinedBehaviorSanitizer build"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  run build-asan -DCMAKE_BUILD_TYPE=Debug -DCOURIER_SANITIZE=ON
+  run build-asan -DCMAKE_BUILD_TYPE=Debug -DCOURIER_SANITIZE=ON -DCOURIER_BUILD_BENCH=OFF

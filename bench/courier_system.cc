@@ -1,0 +1,150 @@
+// courier over every transport in transport::BuiltInTransports(): the echo service of
+// proto/examples/echo.proto through its generated EchoService and EchoStub, served in the server
+// process and called from the driver, on one single-threaded io_context per side (the default
+// shape: no thread hop on a call's path).
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "asio/co_spawn.hpp"
+#include "asio/io_context.hpp"
+#include "bench/system.h"
+#include "examples/echo.courier.h"
+#include "examples/echo.pb.h"
+#include "rpc/channel.h"
+#include "rpc/server.h"
+#include "transport/registry.h"
+
+namespace courier::bench {
+namespace {
+
+using ::courier::examples::EchoReply;
+using ::courier::examples::EchoRequest;
+using ::courier::examples::EchoStub;
+
+class EchoServer final : public ::courier::examples::EchoService {
+ public:
+  asio::awaitable<absl::StatusOr<EchoReply>> Say(ServerContext&, EchoRequest request) override {
+    EchoReply reply;
+    reply.set_text(std::move(*request.mutable_text()));
+    co_return reply;
+  }
+};
+
+class CourierClient final : public EchoClient {
+ public:
+  static absl::StatusOr<std::unique_ptr<EchoClient>> Create(const std::string& endpoint) {
+    auto client = std::make_unique<CourierClient>();
+    absl::StatusOr<std::shared_ptr<Channel>> channel =
+        Channel::Create(client->io_.get_executor(), endpoint);
+    if (!channel.ok()) return channel.status();
+    client->channel_ = *std::move(channel);
+    client->stub_ = std::make_unique<EchoStub>(client->channel_);
+    return client;
+  }
+
+  ~CourierClient() override {
+    channel_->Close();
+    io_.restart();
+    io_.poll();  // let the channel's loops see the close and unwind
+  }
+
+  absl::Status PingPong(size_t payload, int count, std::vector<int64_t>& round_trips) override {
+    EchoRequest request;
+    request.set_text(MakePayload(payload));
+    return RunToCompletion(1, [&, payload, count]() -> asio::awaitable<absl::Status> {
+      for (int i = 0; i < count; ++i) {
+        auto start = std::chrono::steady_clock::now();
+        absl::StatusOr<EchoReply> reply = co_await stub_->Say(request);
+        auto elapsed = std::chrono::steady_clock::now() - start;
+        if (absl::Status s = Check(reply, payload); !s.ok()) co_return s;
+        round_trips.push_back(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
+      }
+      co_return absl::OkStatus();
+    });
+  }
+
+  absl::Status Saturate(size_t payload, int in_flight, CallCounters& counters) override {
+    EchoRequest request;
+    request.set_text(MakePayload(payload));
+    return RunToCompletion(in_flight, [&, payload]() -> asio::awaitable<absl::Status> {
+      while (!counters.stop.load(std::memory_order_relaxed)) {
+        absl::StatusOr<EchoReply> reply = co_await stub_->Say(request);
+        if (absl::Status s = Check(reply, payload); !s.ok()) co_return s;
+        counters.completed.fetch_add(1, std::memory_order_relaxed);
+      }
+      co_return absl::OkStatus();
+    });
+  }
+
+ private:
+  static absl::Status Check(const absl::StatusOr<EchoReply>& reply, size_t payload) {
+    if (!reply.ok()) return reply.status();
+    if (reply->text().size() != payload) return absl::DataLossError("reply of the wrong size");
+    return absl::OkStatus();
+  }
+
+  // Runs `workers` copies of `worker` on the io_context until all have finished (the channel's
+  // own loops never finish, so the last worker stops the context); the first error wins.
+  template <typename Worker>
+  absl::Status RunToCompletion(int workers, Worker worker) {
+    absl::Status status;
+    int running = workers;
+    for (int i = 0; i < workers; ++i) {
+      asio::co_spawn(io_, worker(), [&](std::exception_ptr e, absl::Status s) {
+        if (e) s = absl::InternalError("courier client: exception");
+        if (!s.ok() && status.ok()) status = s;
+        if (--running == 0) io_.stop();
+      });
+    }
+    io_.restart();
+    io_.run();
+    return status;
+  }
+
+  asio::io_context io_{1};
+  std::shared_ptr<Channel> channel_;
+  std::unique_ptr<EchoStub> stub_;
+};
+
+class CourierSystem final : public System {
+ public:
+  std::string_view name() const override { return "courier"; }
+
+  std::vector<std::string> transports() const override {
+    std::vector<std::string> schemes;
+    for (const transport::TransportInfo& info : transport::BuiltInTransports()) {
+      schemes.emplace_back(info.scheme);
+    }
+    return schemes;
+  }
+
+  absl::Status Serve(std::string_view transport,
+                     const std::function<void(const std::string&)>& ready) override {
+    absl::StatusOr<const transport::TransportInfo*> info = transport::FindTransport(transport);
+    if (!info.ok()) return info.status();
+    asio::io_context io(1);
+    EchoServer echo;
+    Server server(io.get_executor());
+    if (absl::Status s = server.AddService(echo); !s.ok()) return s;
+    absl::StatusOr<Endpoint> endpoint = server.Listen((*info)->loopback_endpoint().ToString());
+    if (!endpoint.ok()) return endpoint.status();
+    ready(endpoint->ToString());
+    io.run();
+    return absl::InternalError("courier server: io_context ran out of work");
+  }
+
+  absl::StatusOr<std::unique_ptr<EchoClient>> Connect(std::string_view transport,
+                                                      const std::string& endpoint) override {
+    return CourierClient::Create(endpoint);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<System> NewCourierSystem() { return std::make_unique<CourierSystem>(); }
+
+}  // namespace courier::bench

@@ -1,0 +1,129 @@
+#include "bench/json_output.h"
+
+#include <cmath>
+#include <fstream>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace courier::bench {
+namespace {
+
+std::string Str(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += absl::StrFormat("\\u%04x", c);
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string Num(double x) { return std::isfinite(x) ? absl::StrFormat("%.6g", x) : "null"; }
+std::string Num(const std::optional<double>& x) { return x ? Num(*x) : "null"; }
+std::string Bool(bool b) { return b ? "true" : "false"; }
+
+// CPU per call in microseconds: total, and its user/system split, for each process.
+std::string Cpu(const CpuTimes& client, const CpuTimes& server) {
+  return absl::StrCat("\"client_cpu_us_per_call\": ", Num(client.total()),
+                      ", \"server_cpu_us_per_call\": ", Num(server.total()),
+                      ", \"client_cpu_user_us\": ", Num(client.user),
+                      ", \"client_cpu_system_us\": ", Num(client.system),
+                      ", \"server_cpu_user_us\": ", Num(server.user),
+                      ", \"server_cpu_system_us\": ", Num(server.system));
+}
+
+std::string Latency(const LatencyFigures& f) {
+  return absl::StrCat("{\"calls\": ", f.calls, ", \"p50_us\": ", Num(f.p50_us),
+                      ", \"p99_us\": ", Num(f.p99_us), ", \"p999_us\": ", Num(f.p999_us),
+                      ", \"mean_us\": ", Num(f.mean_us), ", \"min_us\": ", Num(f.min_us),
+                      ", \"max_us\": ", Num(f.max_us), ", ", Cpu(f.client_cpu, f.server_cpu), "}");
+}
+
+std::string Throughput(const ThroughputFigures& f) {
+  return absl::StrCat("{\"in_flight\": ", f.in_flight, ", \"calls\": ", f.calls,
+                      ", \"seconds\": ", Num(f.seconds), ", \"calls_per_s\": ", Num(f.calls_per_s),
+                      ", ", Cpu(f.client_cpu, f.server_cpu), "}");
+}
+
+std::string Case(const CaseResult& c) {
+  std::vector<std::string> throughput;
+  for (const ThroughputFigures& t : c.throughput) throughput.push_back(Throughput(t));
+  return absl::StrCat("    {\"system\": ", Str(c.system), ", \"transport\": ", Str(c.transport),
+                      ", \"payload_bytes\": ", c.payload, ", \"ok\": ", Bool(c.error.empty()),
+                      ", \"error\": ", c.error.empty() ? "null" : Str(c.error),
+                      ",\n     \"latency\": ", c.latency ? Latency(*c.latency) : "null",
+                      ",\n     \"throughput\": [\n       ", absl::StrJoin(throughput, ",\n       "),
+                      "]}");
+}
+
+std::string RatioJson(const Ratio& r, const std::vector<int>& in_flight) {
+  std::vector<std::string> rates;
+  for (size_t i = 0; i < r.calls_per_s.size() && i < in_flight.size(); ++i) {
+    rates.push_back(absl::StrCat("\"", in_flight[i], "\": ", Num(r.calls_per_s[i])));
+  }
+  return absl::StrCat("    {\"ratio\": ", Str(r.numerator + "/" + r.denominator),
+                      ", \"transport\": ", Str(r.transport), ", \"payload_bytes\": ", r.payload,
+                      ", \"p50_latency\": ", Num(r.p50), ", \"calls_per_s_by_in_flight\": {",
+                      absl::StrJoin(rates, ", "), "}}");
+}
+
+std::string Target(const TargetCheck& t) {
+  return absl::StrCat("    {\"target\": ", Str(t.description), ", \"value\": ", Num(t.value),
+                      ", \"limit\": ", Num(t.limit),
+                      ", \"higher_is_better\": ", Bool(t.higher_is_better),
+                      ", \"verdict\": ", Str(t.verdict), "}");
+}
+
+}  // namespace
+
+std::string ToJson(const RunResult& run) {
+  const MachineInfo& m = run.machine;
+  std::vector<std::string> cases, ratios, targets, in_flight;
+  for (const CaseResult& c : run.cases) cases.push_back(Case(c));
+  for (const Ratio& r : ComputeRatios(run)) ratios.push_back(RatioJson(r, run.in_flight));
+  for (const TargetCheck& t : CheckTargets(run)) targets.push_back(Target(t));
+  for (int n : run.in_flight) in_flight.push_back(absl::StrCat(n));
+  return absl::StrCat(
+      "{\n  \"tool\": \"courier-bench\",\n  \"mode\": ", Str(run.mode),
+      ",\n  \"date\": ", Str(m.date), ",\n  \"machine\": {\"nproc\": ", m.nproc,
+      ", \"cpu_model\": ", Str(m.cpu_model), ", \"kernel\": ", Str(m.kernel),
+      ", \"hostname\": ", Str(m.hostname), ", \"pinned\": ", Bool(m.pinned),
+      ", \"server_cpu\": ", m.server_cpu, ", \"client_cpu\": ", m.client_cpu,
+      "},\n  \"grpc\": {\"included\": ", Bool(run.grpc_included),
+      ", \"note\": ", Str(run.grpc_note), "},\n  \"in_flight\": [", absl::StrJoin(in_flight, ", "),
+      "],\n  \"units\": {\"latency\": \"microseconds\", ",
+      "\"cpu\": \"microseconds of CPU time per call\", \"throughput\": \"calls per second\"},\n",
+      "  \"results\": [\n", absl::StrJoin(cases, ",\n"), "\n  ],\n  \"ratios\": [\n",
+      absl::StrJoin(ratios, ",\n"), "\n  ],\n  \"targets\": [\n", absl::StrJoin(targets, ",\n"),
+      "\n  ]\n}\n");
+}
+
+absl::Status WriteJsonFile(const RunResult& run, const std::string& path) {
+  std::ofstream file(path, std::ios::trunc);
+  file << ToJson(run);
+  file.close();
+  if (!file) return absl::UnavailableError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+}  // namespace courier::bench

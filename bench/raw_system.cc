@@ -1,0 +1,341 @@
+// The floor: the same echo traffic over the bare mechanism, with no framework. Each message is a
+// 4-byte little-endian length and that many bytes; the server echoes every complete message it
+// has read with one blocking write. Clients use blocking read/write for one call in flight and a
+// poll() loop on a non-blocking socket to keep N outstanding (blocking both ways would deadlock
+// once both socket buffers fill with large messages).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "bench/system.h"
+
+namespace courier::bench {
+namespace {
+
+constexpr size_t kLengthSize = 4;
+constexpr int kIoTimeoutMs = 30000;
+
+absl::Status Errno(std::string_view what) {
+  return absl::ErrnoToStatus(errno, absl::StrCat("raw ", std::string(what)));
+}
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) {
+      if (fd_ >= 0) close(fd_);
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+void PutLength(char* at, uint32_t length) {
+  for (int i = 0; i < 4; ++i) at[i] = static_cast<char>((length >> (8 * i)) & 0xff);
+}
+uint32_t GetLength(const char* at) {
+  uint32_t length = 0;
+  for (int i = 0; i < 4; ++i)
+    length |= static_cast<uint32_t>(static_cast<uint8_t>(at[i])) << (8 * i);
+  return length;
+}
+
+absl::Status WriteAll(int fd, const char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = write(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("write");
+    }
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadExact(int fd, char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = read(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("read");
+    }
+    if (n == 0) return absl::UnavailableError("raw read: peer closed");
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+void SetNonBlocking(int fd, bool on) {
+  int flags = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK));
+}
+
+void SetNoDelay(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+// Server side of one connection: echoes every complete message, as soon as it is complete.
+void EchoConnection(int raw_fd) {
+  Fd fd(raw_fd);
+  std::vector<char> buffer(256 * 1024);
+  size_t have = 0;
+  while (true) {
+    ssize_t n = read(fd.get(), buffer.data() + have, buffer.size() - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    have += static_cast<size_t>(n);
+    size_t complete = 0;  // bytes of whole messages at the front
+    size_t needed = 0;    // size of the first incomplete message, once its length is known
+    while (have - complete >= kLengthSize) {
+      size_t message = kLengthSize + GetLength(buffer.data() + complete);
+      if (have - complete < message) {
+        needed = message;
+        break;
+      }
+      complete += message;
+    }
+    if (complete > 0) {
+      if (!WriteAll(fd.get(), buffer.data(), complete).ok()) return;
+      std::memmove(buffer.data(), buffer.data() + complete, have - complete);
+      have -= complete;
+    }
+    if (needed > buffer.size()) buffer.resize(needed);
+  }
+}
+
+class RawClient final : public EchoClient {
+ public:
+  explicit RawClient(Fd fd) : fd_(std::move(fd)) {}
+
+  absl::Status PingPong(size_t payload, int count, std::vector<int64_t>& round_trips) override {
+    Prepare(payload);
+    for (int i = 0; i < count; ++i) {
+      auto start = std::chrono::steady_clock::now();
+      if (absl::Status s = CallOnce(); !s.ok()) return s;
+      round_trips.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::steady_clock::now() - start)
+                                .count());
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Saturate(size_t payload, int in_flight, CallCounters& counters) override {
+    Prepare(payload);
+    if (in_flight <= 1) {
+      while (!counters.stop.load(std::memory_order_relaxed)) {
+        if (absl::Status s = CallOnce(); !s.ok()) return s;
+        counters.completed.fetch_add(1, std::memory_order_relaxed);
+      }
+      return absl::OkStatus();
+    }
+    SetNonBlocking(fd_.get(), true);
+    absl::Status status = Pipeline(in_flight, counters);
+    SetNonBlocking(fd_.get(), false);
+    return status;
+  }
+
+ private:
+  void Prepare(size_t payload) {
+    if (message_.size() == kLengthSize + payload) return;
+    message_ = std::string(kLengthSize, '\0') + MakePayload(payload);
+    PutLength(message_.data(), static_cast<uint32_t>(payload));
+    reply_.resize(message_.size());
+  }
+
+  absl::Status CallOnce() {
+    if (absl::Status s = WriteAll(fd_.get(), message_.data(), message_.size()); !s.ok()) return s;
+    if (absl::Status s = ReadExact(fd_.get(), reply_.data(), reply_.size()); !s.ok()) return s;
+    if (GetLength(reply_.data()) + kLengthSize != reply_.size()) {
+      return absl::DataLossError("raw: reply of the wrong size");
+    }
+    return absl::OkStatus();
+  }
+
+  // Writes `in_flight` requests, then writes one more for each reply until told to stop; all
+  // requests are the same bytes, so the send queue is a count and an offset into `message_`.
+  absl::Status Pipeline(int in_flight, CallCounters& counters) {
+    const size_t message_size = message_.size();
+    size_t unsent = static_cast<size_t>(in_flight);  // whole requests not yet (fully) written
+    size_t sent_offset = 0;                          // bytes of the first unsent one written
+    size_t outstanding = unsent;                     // requests whose reply is not complete
+    size_t reply_offset = 0;                         // bytes of the current reply read
+    char header[kLengthSize];
+    std::vector<char> buffer(std::max<size_t>(64 * 1024, std::min<size_t>(message_size, 1 << 20)));
+    std::vector<iovec> iov;
+    while (outstanding > 0) {
+      bool progressed = false;
+      if (unsent > 0) {
+        iov.clear();
+        for (size_t i = 0; i < std::min<size_t>(unsent, 64); ++i) {
+          size_t skip = i == 0 ? sent_offset : 0;
+          iov.push_back({message_.data() + skip, message_size - skip});
+        }
+        ssize_t n = writev(fd_.get(), iov.data(), static_cast<int>(iov.size()));
+        if (n > 0) {
+          progressed = true;
+          size_t written = sent_offset + static_cast<size_t>(n);
+          unsent -= written / message_size;
+          sent_offset = written % message_size;
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+          return Errno("writev");
+        }
+      }
+      ssize_t n = read(fd_.get(), buffer.data(), buffer.size());
+      if (n == 0) return absl::UnavailableError("raw read: peer closed");
+      if (n < 0 && errno != EAGAIN && errno != EINTR) return Errno("read");
+      for (ssize_t i = 0; i < n;) {
+        progressed = true;
+        if (reply_offset < kLengthSize) {
+          header[reply_offset++] = buffer[i++];
+          if (reply_offset == kLengthSize && GetLength(header) + kLengthSize != message_size) {
+            return absl::DataLossError("raw: reply of the wrong size");
+          }
+          continue;
+        }
+        size_t take = std::min(message_size - reply_offset, static_cast<size_t>(n - i));
+        reply_offset += take;
+        i += static_cast<ssize_t>(take);
+        if (reply_offset == message_size) {
+          reply_offset = 0;
+          --outstanding;
+          counters.completed.fetch_add(1, std::memory_order_relaxed);
+          if (!counters.stop.load(std::memory_order_relaxed)) {
+            ++unsent;
+            ++outstanding;
+          }
+        }
+      }
+      if (!progressed) {
+        pollfd p{fd_.get(), static_cast<short>(POLLIN | (unsent > 0 ? POLLOUT : 0)), 0};
+        int ready = poll(&p, 1, kIoTimeoutMs);
+        if (ready == 0) return absl::DeadlineExceededError("raw: no progress for 30 s");
+        if (ready < 0 && errno != EINTR) return Errno("poll");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  Fd fd_;
+  std::string message_;
+  std::string reply_;
+};
+
+class RawSystem final : public System {
+ public:
+  std::string_view name() const override { return "raw"; }
+  std::vector<std::string> transports() const override { return {"unix", "tcp"}; }
+
+  absl::Status Serve(std::string_view transport,
+                     const std::function<void(const std::string&)>& ready) override {
+    Fd listener;
+    std::string endpoint;
+    if (transport == "unix") {
+      // An abstract name, as courier's unix loopback endpoint uses: no file to clean up.
+      std::string name = absl::StrCat("courier-bench-raw-", getpid());
+      sockaddr_un addr{};
+      addr.sun_family = AF_UNIX;
+      std::memcpy(addr.sun_path + 1, name.data(), name.size());
+      listener = Fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      if (listener.get() < 0) return Errno("socket");
+      socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+      if (bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) return Errno("bind");
+      endpoint = "unix:@" + name;
+    } else if (transport == "tcp") {
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      listener = Fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      if (listener.get() < 0) return Errno("socket");
+      if (bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+        return Errno("bind");
+      }
+      socklen_t len = sizeof(addr);
+      getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+      endpoint = absl::StrCat("tcp://127.0.0.1:", ntohs(addr.sin_port));
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("raw: no transport ", std::string(transport)));
+    }
+    if (listen(listener.get(), 16) != 0) return Errno("listen");
+    ready(endpoint);
+    while (true) {
+      int fd = accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        return Errno("accept");
+      }
+      if (transport == "tcp") SetNoDelay(fd);
+      std::thread(EchoConnection, fd).detach();
+    }
+  }
+
+  absl::StatusOr<std::unique_ptr<EchoClient>> Connect(std::string_view transport,
+                                                      const std::string& endpoint) override {
+    Fd fd;
+    if (transport == "unix" && endpoint.starts_with("unix:@")) {
+      std::string name = endpoint.substr(6);
+      sockaddr_un addr{};
+      addr.sun_family = AF_UNIX;
+      std::memcpy(addr.sun_path + 1, name.data(), name.size());
+      fd = Fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+      if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) return Errno("connect");
+    } else if (transport == "tcp" && endpoint.starts_with("tcp://127.0.0.1:")) {
+      uint32_t port = 0;
+      if (!absl::SimpleAtoi(endpoint.substr(16), &port)) {
+        return absl::InvalidArgumentError("raw: bad endpoint " + endpoint);
+      }
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      addr.sin_port = htons(static_cast<uint16_t>(port));
+      fd = Fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+        return Errno("connect");
+      }
+      SetNoDelay(fd.get());
+    } else {
+      return absl::InvalidArgumentError("raw: bad endpoint " + endpoint);
+    }
+    timeval timeout{kIoTimeoutMs / 1000, 0};
+    setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+    return std::make_unique<RawClient>(std::move(fd));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<System> NewRawSystem() { return std::make_unique<RawSystem>(); }
+
+}  // namespace courier::bench

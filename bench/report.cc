@@ -1,0 +1,116 @@
+#include "bench/report.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace courier::bench {
+namespace {
+
+// 1234567 → "1.23M", 71234 → "71.2k", 812 → "812".
+std::string Rate(double calls_per_s) {
+  if (calls_per_s >= 1e6) return absl::StrFormat("%.2fM", calls_per_s / 1e6);
+  if (calls_per_s >= 1e4) return absl::StrFormat("%.1fk", calls_per_s / 1e3);
+  return absl::StrFormat("%.0f", calls_per_s);
+}
+
+std::string Micros(double us) {
+  if (us >= 1e4) return absl::StrFormat("%.0f", us);
+  return absl::StrFormat("%.1f", us);
+}
+
+std::string Times(const std::optional<double>& ratio) {
+  return ratio ? absl::StrFormat("%.2fx", *ratio) : std::string("-");
+}
+
+void PrintCases(const RunResult& run, std::FILE* out) {
+  std::string header = absl::StrFormat("%-8s %-9s %-7s %9s %9s %9s", "system", "transport",
+                                       "payload", "p50 us", "p99 us", "p99.9 us");
+  for (int n : run.in_flight)
+    absl::StrAppend(&header, absl::StrFormat(" %11s", absl::StrCat("calls/s@", n)));
+  for (int n : {1, 32}) {
+    absl::StrAppend(&header, absl::StrFormat(" %15s", absl::StrCat("cpu@", n, " cli/srv")));
+  }
+  std::fprintf(out, "%s\n%s\n", header.c_str(), std::string(header.size(), '-').c_str());
+  for (const CaseResult& c : run.cases) {
+    std::string row =
+        absl::StrFormat("%-8s %-9s %-7s", c.system, c.transport, PayloadLabel(c.payload));
+    if (c.latency) {
+      absl::StrAppend(&row, absl::StrFormat(" %9s %9s %9s", Micros(c.latency->p50_us),
+                                            Micros(c.latency->p99_us), Micros(c.latency->p999_us)));
+    } else {
+      absl::StrAppend(&row, absl::StrFormat(" %9s %9s %9s", "-", "-", "-"));
+    }
+    for (int n : run.in_flight) {
+      const ThroughputFigures* t = c.AtInFlight(n);
+      absl::StrAppend(&row, absl::StrFormat(" %11s", t ? Rate(t->calls_per_s) : "-"));
+    }
+    for (int n : {1, 32}) {
+      // CPU per call at one in flight comes from the latency sample (more calls, same shape).
+      std::optional<std::pair<double, double>> cpu;
+      if (n == 1 && c.latency)
+        cpu = {{c.latency->client_cpu.total(), c.latency->server_cpu.total()}};
+      if (const ThroughputFigures* t = c.AtInFlight(n); n != 1 && t) {
+        cpu = {{t->client_cpu.total(), t->server_cpu.total()}};
+      }
+      absl::StrAppend(
+          &row, absl::StrFormat(
+                    " %15s", cpu ? absl::StrFormat("%s/%s", Micros(cpu->first), Micros(cpu->second))
+                                 : std::string("-")));
+    }
+    std::fprintf(out, "%s\n", row.c_str());
+    if (!c.error.empty()) std::fprintf(out, "  ^ FAILED: %s\n", c.error.c_str());
+  }
+}
+
+void PrintRatios(const RunResult& run, std::FILE* out) {
+  std::vector<Ratio> ratios = ComputeRatios(run);
+  if (ratios.empty()) return;
+  std::fprintf(out,
+               "\nRatios within this run (latency: lower is faster; calls/s: higher is more)\n");
+  std::string header =
+      absl::StrFormat("%-13s %-9s %-7s %11s", "ratio", "transport", "payload", "p50 latency");
+  for (int n : run.in_flight)
+    absl::StrAppend(&header, absl::StrFormat(" %11s", absl::StrCat("calls/s@", n)));
+  std::fprintf(out, "%s\n%s\n", header.c_str(), std::string(header.size(), '-').c_str());
+  for (const Ratio& r : ratios) {
+    std::string row =
+        absl::StrFormat("%-13s %-9s %-7s %11s", absl::StrCat(r.numerator, "/", r.denominator),
+                        r.transport, PayloadLabel(r.payload), Times(r.p50));
+    for (const std::optional<double>& x : r.calls_per_s)
+      absl::StrAppend(&row, absl::StrFormat(" %11s", Times(x)));
+    std::fprintf(out, "%s\n", row.c_str());
+  }
+}
+
+void PrintTargets(const RunResult& run, std::FILE* out) {
+  std::fprintf(out, "\nTargets from issue #4 (ratios within this run)\n");
+  for (const TargetCheck& t : CheckTargets(run)) {
+    std::fprintf(out, "  %-56s %8s  %s\n", t.description.c_str(), Times(t.value).c_str(),
+                 t.verdict.c_str());
+  }
+}
+
+}  // namespace
+
+void PrintReport(const RunResult& run, std::FILE* out) {
+  const MachineInfo& m = run.machine;
+  std::fprintf(out, "courier-bench %s, %s\n", run.mode.c_str(), m.date.c_str());
+  std::fprintf(
+      out, "machine: %s, %d CPUs, %s; %s\n", m.cpu_model.c_str(), m.nproc, m.kernel.c_str(),
+      m.pinned
+          ? absl::StrFormat("server pinned to CPU %d, client to CPU %d", m.server_cpu, m.client_cpu)
+                .c_str()
+          : "not pinned");
+  std::fprintf(out, "gRPC: %s\n", run.grpc_note.c_str());
+  std::fprintf(out,
+               "latency: one call in flight; calls/s: N calls in flight on one connection; "
+               "cpu: CPU us per call, client/server process\n\n");
+  PrintCases(run, out);
+  PrintRatios(run, out);
+  PrintTargets(run, out);
+}
+
+}  // namespace courier::bench

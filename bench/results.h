@@ -1,0 +1,88 @@
+// What one run measured, and the ratios and targets derived from it. Pure data: the runner fills
+// it, report.cc, json_output.cc and svg_chart.cc present it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bench/cpu.h"
+
+namespace courier::bench {
+
+// One call in flight, `calls` timed round trips after a warm-up.
+struct LatencyFigures {
+  int64_t calls = 0;
+  double p50_us = 0, p99_us = 0, p999_us = 0, mean_us = 0, min_us = 0, max_us = 0;
+  CpuTimes client_cpu, server_cpu;  // per call, in microseconds, each process
+};
+
+// `in_flight` calls kept outstanding for `seconds` after a warm-up.
+struct ThroughputFigures {
+  int in_flight = 0;
+  int64_t calls = 0;
+  double seconds = 0;
+  double calls_per_s = 0;
+  CpuTimes client_cpu, server_cpu;  // per call, in microseconds, each process
+};
+
+struct CaseResult {
+  std::string system;     // "raw", "courier", "grpc"
+  std::string transport;  // "unix", "tcp", ...
+  size_t payload = 0;     // bytes echoed per call
+  std::string error;      // empty when every phase ran
+  std::optional<LatencyFigures> latency;
+  std::vector<ThroughputFigures> throughput;
+
+  const ThroughputFigures* AtInFlight(int in_flight) const;
+};
+
+struct MachineInfo {
+  int nproc = 0;
+  std::string cpu_model, kernel, hostname, date;
+  bool pinned = false;
+  int server_cpu = -1, client_cpu = -1;
+};
+
+struct RunResult {
+  std::string mode;  // "smoke", "quick", "full"
+  MachineInfo machine;
+  bool grpc_included = false;
+  std::string grpc_note;  // why gRPC is absent, when it is
+  std::vector<int> in_flight;
+  std::vector<CaseResult> cases;
+
+  const CaseResult* Find(const std::string& system, const std::string& transport,
+                         size_t payload) const;
+};
+
+// A ratio of two systems on one transport and payload: p50 latency and calls/s per in-flight.
+struct Ratio {
+  std::string numerator, denominator;  // systems: "courier"/"raw", "grpc"/"courier"
+  std::string transport;
+  size_t payload = 0;
+  std::optional<double> p50;                       // numerator p50 / denominator p50
+  std::vector<std::optional<double>> calls_per_s;  // per RunResult::in_flight, same order
+};
+std::vector<Ratio> ComputeRatios(const RunResult& run);
+
+// The targets, checked within the run: "met", "missed" or "n/a" (a figure is missing).
+struct TargetCheck {
+  std::string description;  // "courier unix 64 B p50 <= 1.10x raw"
+  std::optional<double> value;
+  double limit = 0;
+  bool higher_is_better = false;
+  std::string verdict;
+};
+std::vector<TargetCheck> CheckTargets(const RunResult& run);
+
+// Nearest-rank percentile (0 < p <= 1) of an ascending sample; 0 if empty.
+double Percentile(const std::vector<int64_t>& sorted, double p);
+LatencyFigures SummarizeLatency(std::vector<int64_t> round_trips_ns);
+
+// "64 B", "4 KiB", "1 MiB".
+std::string PayloadLabel(size_t bytes);
+
+}  // namespace courier::bench

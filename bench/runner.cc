@@ -1,0 +1,225 @@
+#include "bench/runner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "bench/cpu.h"
+#include "bench/server_process.h"
+
+namespace courier::bench {
+namespace {
+
+constexpr size_t kMiB = 1 << 20;
+
+absl::StatusOr<LatencyFigures> MeasureLatency(EchoClient& client, ServerProcess& server,
+                                              const PayloadPlan& plan) {
+  std::vector<int64_t> round_trips;
+  round_trips.reserve(static_cast<size_t>(std::max(plan.warmup_calls, plan.latency_calls)));
+  if (absl::Status s = client.PingPong(plan.payload, plan.warmup_calls, round_trips); !s.ok()) {
+    return s;
+  }
+  round_trips.clear();
+  absl::StatusOr<CpuTimes> server_before = server.Cpu();
+  if (!server_before.ok()) return server_before.status();
+  CpuTimes client_before = ProcessCpu();
+  if (absl::Status s = client.PingPong(plan.payload, plan.latency_calls, round_trips); !s.ok()) {
+    return s;
+  }
+  CpuTimes client_used = ProcessCpu() - client_before;
+  absl::StatusOr<CpuTimes> server_after = server.Cpu();
+  if (!server_after.ok()) return server_after.status();
+  LatencyFigures figures = SummarizeLatency(std::move(round_trips));
+  figures.client_cpu = client_used.PerCallMicros(figures.calls);
+  figures.server_cpu = (*server_after - *server_before).PerCallMicros(figures.calls);
+  return figures;
+}
+
+// The client keeps `in_flight` calls going on this thread while a sampler thread marks the
+// window: after warm-up it snapshots (calls, time, both CPUs), again at the end (after
+// measure_s, and once at least `in_flight` calls completed in the window), then stops the client.
+absl::StatusOr<ThroughputFigures> MeasureThroughput(EchoClient& client, ServerProcess& server,
+                                                    const PayloadPlan& plan, int in_flight,
+                                                    double max_window_s) {
+  struct Snapshot {
+    std::chrono::steady_clock::time_point time;
+    uint64_t calls = 0;
+    CpuTimes client, server;
+  };
+  CallCounters counters;
+  std::mutex mu;
+  std::condition_variable client_done;
+  bool finished = false;
+  Snapshot begin, end;
+  absl::Status sampler_status;
+  auto take = [&](Snapshot& snapshot) {
+    snapshot.calls = counters.completed.load(std::memory_order_relaxed);
+    snapshot.time = std::chrono::steady_clock::now();
+    snapshot.client = ProcessCpu();
+    absl::StatusOr<CpuTimes> cpu = server.Cpu();
+    if (cpu.ok()) {
+      snapshot.server = *cpu;
+    } else if (sampler_status.ok()) {
+      sampler_status = cpu.status();
+    }
+  };
+  auto wait = [&](double seconds) {  // false: the client ended early
+    std::unique_lock lock(mu);
+    return !client_done.wait_for(lock, std::chrono::duration<double>(seconds),
+                                 [&] { return finished; });
+  };
+  std::thread sampler([&] {
+    if (wait(plan.warmup_s)) {
+      take(begin);
+      bool running = wait(plan.measure_s);
+      auto enough = [&] {
+        return counters.completed.load() - begin.calls >= static_cast<uint64_t>(in_flight) ||
+               std::chrono::steady_clock::now() - begin.time >
+                   std::chrono::duration<double>(max_window_s);
+      };
+      while (running && !enough()) running = wait(0.01);
+      if (running) take(end);
+    }
+    counters.stop.store(true);
+  });
+  absl::Status status = client.Saturate(plan.payload, in_flight, counters);
+  {
+    std::lock_guard lock(mu);
+    finished = true;
+  }
+  client_done.notify_all();
+  sampler.join();
+  if (!status.ok()) return status;
+  if (!sampler_status.ok()) return sampler_status;
+  ThroughputFigures figures;
+  figures.in_flight = in_flight;
+  figures.calls = static_cast<int64_t>(end.calls - begin.calls);
+  figures.seconds = std::chrono::duration<double>(end.time - begin.time).count();
+  if (figures.calls <= 0 || figures.seconds <= 0) {
+    return absl::InternalError("no calls completed in the measurement window");
+  }
+  figures.calls_per_s = static_cast<double>(figures.calls) / figures.seconds;
+  figures.client_cpu = (end.client - begin.client).PerCallMicros(figures.calls);
+  figures.server_cpu = (end.server - begin.server).PerCallMicros(figures.calls);
+  return figures;
+}
+
+void RunPayload(System& system, const std::string& transport, ServerProcess& server,
+                const Plan& plan, const PayloadPlan& payload, CaseResult& result) {
+  absl::StatusOr<std::unique_ptr<EchoClient>> client = system.Connect(transport, server.endpoint());
+  if (!client.ok()) {
+    result.error = client.status().ToString();
+    std::fprintf(stderr, "  FAILED: %s\n", result.error.c_str());
+    return;
+  }
+  absl::StatusOr<LatencyFigures> latency = MeasureLatency(**client, server, payload);
+  if (!latency.ok()) {
+    result.error = absl::StrCat("latency: ", latency.status().ToString());
+    std::fprintf(stderr, "  FAILED: %s\n", result.error.c_str());
+    return;
+  }
+  result.latency = *latency;
+  std::fprintf(stderr, "  p50 %8.1f us  p99 %8.1f us", latency->p50_us, latency->p99_us);
+  for (int n : plan.in_flight) {
+    absl::StatusOr<ThroughputFigures> throughput =
+        MeasureThroughput(**client, server, payload, n, plan.max_window_s);
+    if (!throughput.ok()) {
+      result.error = absl::StrCat(n, " in flight: ", throughput.status().ToString());
+      break;
+    }
+    result.throughput.push_back(*throughput);
+    std::fprintf(stderr, "  @%d %.0f/s", n, throughput->calls_per_s);
+  }
+  std::fprintf(stderr, "%s\n", result.error.empty() ? "" : ("  FAILED: " + result.error).c_str());
+}
+
+}  // namespace
+
+Plan MakePlan(const std::string& mode) {
+  Plan plan;
+  plan.mode = mode;
+  plan.in_flight = {1, 32, 128};
+  // {payload, warm-up calls, latency calls, throughput warm-up s, throughput window s}
+  if (mode == "smoke") {
+    plan.payloads = {{64, 50, 300, 0.05, 0.2}};
+    plan.one_transport_per_system = true;
+  } else if (mode == "quick") {
+    plan.payloads = {
+        {64, 200, 2000, 0.1, 0.4}, {4096, 200, 2000, 0.1, 0.4}, {kMiB, 5, 50, 0.15, 0.5}};
+  } else {
+    plan.mode = "full";
+    plan.payloads = {
+        {64, 2000, 20000, 0.5, 3.0}, {4096, 2000, 20000, 0.5, 3.0}, {kMiB, 20, 500, 0.5, 3.0}};
+    plan.max_window_s = 15;
+  }
+  return plan;
+}
+
+std::string CaseKey(const std::string& system, const std::string& transport, size_t payload) {
+  return absl::StrCat(system, "/", transport, "/",
+                      absl::StrReplaceAll(PayloadLabel(payload), {{" ", ""}}));
+}
+
+std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& systems,
+                                 const RunOptions& options) {
+  // Transport-major, then payload, then system: the figures a ratio compares are taken seconds
+  // apart, so a change in the machine's load (it may be shared) skews them less.
+  std::vector<std::string> transports;
+  for (const std::unique_ptr<System>& system : systems) {
+    for (const std::string& t : system->transports()) {
+      if (std::find(transports.begin(), transports.end(), t) == transports.end()) {
+        transports.push_back(t);
+      }
+    }
+  }
+  if (options.plan.one_transport_per_system && !transports.empty()) {
+    auto preferred = std::find(transports.begin(), transports.end(), "unix");
+    transports = {preferred != transports.end() ? *preferred : transports.front()};
+  }
+  auto selected = [&](const System& system, const std::string& transport, size_t payload) {
+    std::vector<std::string> own = system.transports();
+    return std::find(own.begin(), own.end(), transport) != own.end() &&
+           CaseKey(std::string(system.name()), transport, payload).find(options.filter) !=
+               std::string::npos;
+  };
+
+  std::vector<CaseResult> results;
+  for (const std::string& transport : transports) {
+    // One server per system on this transport, started only if one of its cases is selected.
+    std::vector<std::optional<absl::StatusOr<std::unique_ptr<ServerProcess>>>> servers(
+        systems.size());
+    for (size_t i = 0; i < systems.size(); ++i) {
+      for (const PayloadPlan& p : options.plan.payloads) {
+        if (!servers[i] && selected(*systems[i], transport, p.payload)) {
+          servers[i] =
+              ServerProcess::Start(options.exe, systems[i]->name(), transport, options.server_cpu);
+        }
+      }
+    }
+    for (const PayloadPlan& payload : options.plan.payloads) {
+      for (size_t i = 0; i < systems.size(); ++i) {
+        if (!servers[i] || !selected(*systems[i], transport, payload.payload)) continue;
+        CaseResult& result = results.emplace_back();
+        result.system = std::string(systems[i]->name());
+        result.transport = transport;
+        result.payload = payload.payload;
+        std::fprintf(stderr, "%-22s", CaseKey(result.system, transport, payload.payload).c_str());
+        if (!servers[i]->ok()) {
+          result.error = servers[i]->status().ToString();
+          std::fprintf(stderr, "  FAILED: %s\n", result.error.c_str());
+          continue;
+        }
+        RunPayload(*systems[i], transport, ***servers[i], options.plan, payload, result);
+      }
+    }
+  }
+  return results;
+}
+
+}  // namespace courier::bench

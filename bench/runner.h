@@ -1,0 +1,50 @@
+// Runs the benchmark matrix: for each transport, one server process per system; for each
+// payload and system in turn, a fresh client connection that measures latency (one call in
+// flight) and throughput (N in flight), with the CPU time both processes spent per call.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench/results.h"
+#include "bench/system.h"
+
+namespace courier::bench {
+
+struct PayloadPlan {
+  size_t payload = 0;
+  int warmup_calls = 0;   // untimed, before the latency sample
+  int latency_calls = 0;  // timed, one in flight
+  double warmup_s = 0;    // per throughput phase, before the window
+  double measure_s = 0;   // the throughput window
+};
+
+struct Plan {
+  std::string mode;  // "smoke", "quick", "full"
+  std::vector<PayloadPlan> payloads;
+  std::vector<int> in_flight;
+  bool one_transport_per_system = false;  // smoke: "unix" (or the first) only
+  // A throughput window runs past measure_s until every in-flight slot has completed a call,
+  // for slow cases (large messages, many in flight), but no longer than this.
+  double max_window_s = 2;
+};
+// "smoke", "quick" or "full"; anything else is treated as "full".
+Plan MakePlan(const std::string& mode);
+
+struct RunOptions {
+  Plan plan;
+  std::string exe;      // this program, started with --serve for each server
+  std::string filter;   // run only cases whose "system/transport/payload" key contains it
+  int server_cpu = -1;  // -1: unpinned
+};
+
+// "courier/unix/64B": what --filter matches.
+std::string CaseKey(const std::string& system, const std::string& transport, size_t payload);
+
+// Runs every case (progress on stderr) and returns what was measured, ordered by transport,
+// payload, then system; a case that fails keeps its error and the run goes on.
+std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& systems,
+                                 const RunOptions& options);
+
+}  // namespace courier::bench

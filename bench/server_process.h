@@ -1,0 +1,59 @@
+// The benchmark's server process: the driver starts `courier-bench --serve SYSTEM TRANSPORT`,
+// reads its endpoint, asks it for its CPU time around each measurement, and stops it.
+//
+// Control protocol, one line each way, over the server's stdin and stdout:
+//   server → driver  "endpoint URI"        once, when listening (other lines are ignored)
+//                    "error MESSAGE"       instead, when it cannot serve; then it exits 1
+//   driver → server  "cpu"                 answered "cpu USER_SECONDS SYSTEM_SECONDS" (getrusage)
+//                    "quit" or EOF         the server exits at once, status 0
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "bench/cpu.h"
+#include "bench/system.h"
+
+namespace courier::bench {
+
+class ServerProcess {
+ public:
+  // Spawns `exe --serve SYSTEM TRANSPORT [--pin-cpu N]` (pin_cpu < 0: unpinned) and waits up to
+  // 20 s for its endpoint. kUnavailable with the server's error line if it fails to start.
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(const std::string& exe,
+                                                              std::string_view system,
+                                                              std::string_view transport,
+                                                              int pin_cpu);
+  ~ServerProcess();  // Stop()
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  const std::string& endpoint() const { return endpoint_; }
+  pid_t pid() const { return pid_; }
+  // The server's CPU time so far (all its threads).
+  absl::StatusOr<CpuTimes> Cpu();
+  // Asks it to quit, waits up to 5 s, then kills it. Idempotent.
+  void Stop();
+
+ private:
+  ServerProcess(pid_t pid, int to_child, int from_child)
+      : pid_(pid), to_child_(to_child), from_child_(from_child) {}
+  // The next line starting with `keyword` (without the keyword), or kDeadlineExceeded.
+  absl::StatusOr<std::string> ReadLine(std::string_view keyword, int timeout_ms);
+
+  pid_t pid_;
+  int to_child_;
+  int from_child_;
+  std::string buffered_;
+  std::string endpoint_;
+};
+
+// The server side: pins to `pin_cpu` (if >= 0), answers the control protocol on a thread of its
+// own, and serves `transport` until told to quit. Returns the process exit status on failure.
+int ServeMain(System& system, std::string_view transport, int pin_cpu);
+
+}  // namespace courier::bench

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Smoke test for courier-bench: runs `--smoke` and checks that the output is sane.
+
+Usage: smoke_test.py PATH/TO/courier-bench
+Checks the exit status, the table on stdout, that the JSON parses and holds positive figures for
+every case, and that the SVG is an <svg> document. No timing assertions: figures only need to be
+positive numbers.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+
+def fail(message, output=""):
+    print(f"FAIL: {message}")
+    if output:
+        print(output)
+    sys.exit(1)
+
+
+def positive(value, what):
+    if not isinstance(value, (int, float)) or not value > 0:
+        fail(f"{what} is {value!r}, expected a positive number")
+
+
+def main():
+    if len(sys.argv) != 2:
+        fail("usage: smoke_test.py PATH/TO/courier-bench")
+    bench = os.path.abspath(sys.argv[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        json_path = os.path.join(tmp, "out.json")
+        svg_path = os.path.join(tmp, "out.svg")
+        run = subprocess.run([bench, "--smoke", "--out-json", json_path, "--out-svg", svg_path],
+                             cwd=tmp, capture_output=True, text=True, timeout=100)
+        output = run.stdout + run.stderr
+        if run.returncode != 0:
+            fail(f"courier-bench --smoke exited {run.returncode}", output)
+        for needle in ("gRPC: ", "p50 us", "courier/raw", "Targets"):
+            if needle not in run.stdout:
+                fail(f"stdout lacks {needle!r}", output)
+
+        with open(json_path) as f:
+            data = json.load(f)
+        if data.get("tool") != "courier-bench" or data.get("mode") != "smoke":
+            fail("JSON header is wrong", json.dumps(data)[:500])
+        positive(data["machine"]["nproc"], "machine.nproc")
+        systems = {r["system"] for r in data["results"]}
+        expected = {"raw", "courier"} | ({"grpc"} if data["grpc"]["included"] else set())
+        if systems != expected:
+            fail(f"systems {sorted(systems)}, expected {sorted(expected)}")
+        if not data["grpc"]["included"] and "not built" not in data["grpc"]["note"]:
+            fail("gRPC is absent but the note does not say so: " + data["grpc"]["note"])
+        for r in data["results"]:
+            name = f'{r["system"]}/{r["transport"]}/{r["payload_bytes"]}'
+            if not r["ok"]:
+                fail(f"{name} failed: {r['error']}")
+            lat = r["latency"]
+            for key in ("p50_us", "p99_us", "p999_us", "mean_us"):
+                positive(lat[key], f"{name} latency.{key}")
+            if not lat["p50_us"] <= lat["p99_us"] <= lat["p999_us"] <= lat["max_us"]:
+                fail(f"{name}: percentiles out of order: {lat}")
+            if [t["in_flight"] for t in r["throughput"]] != data["in_flight"]:
+                fail(f"{name}: throughput phases {r['throughput']}")
+            for t in r["throughput"]:
+                positive(t["calls_per_s"], f"{name} calls_per_s@{t['in_flight']}")
+                for key in ("client_cpu_us_per_call", "server_cpu_us_per_call"):
+                    if t[key] < 0:
+                        fail(f"{name}: negative {key}")
+        if not any(r["ratio"] == "courier/raw" for r in data["ratios"]):
+            fail("no courier/raw ratio in the JSON")
+
+        with open(svg_path) as f:
+            svg = f.read()
+        if not svg.startswith("<svg") or not svg.rstrip().endswith("</svg>"):
+            fail("the SVG is not an <svg> document", svg[:200])
+        if "courier" not in svg:
+            fail("the SVG does not mention courier")
+    print(f"courier-bench smoke: {len(data['results'])} cases sane")
+
+
+if __name__ == "__main__":
+    main()
