@@ -41,27 +41,28 @@ virtual ::asio::awaitable<::absl::StatusOr<$Response$>> $Method$(
   printer.Print("};\n\n");
 }
 
+// Stub methods take the request by reference: it is serialized before they return.
 void PrintStubMethod(Printer& printer, const google::protobuf::MethodDescriptor& method) {
   printer.Print("\n");
   printer.Print(LeadingComment(method, "").c_str());
   printer.Print(MethodVars(method), R"cc(::asio::awaitable<::absl::StatusOr<$Response$>> $Method$(
-    $Request$ request, ::courier::CallOptions options = {}) {
+    const $Request$& request, ::courier::CallOptions options = {}) {
   return ::courier::internal::UnaryCall<$Response$>(
-      channel_, $ServiceClass$::$Constant$, std::move(request), std::move(options));
+      channel_, $ServiceClass$::$Constant$, request, std::move(options));
 }
 // $Method$() with any Asio completion token (callback, asio::use_future, ...), which
 // receives absl::StatusOr<$Response$>.
 template <typename Token>
-auto Async$Method$($Request$ request, ::courier::CallOptions options, Token&& token) {
+auto Async$Method$(const $Request$& request, ::courier::CallOptions options, Token&& token) {
   return ::courier::internal::AsyncUnaryCall<$Response$>(
-      channel_, $ServiceClass$::$Constant$, std::move(request), std::move(options),
+      channel_, $ServiceClass$::$Constant$, request, std::move(options),
       std::forward<Token>(token));
 }
 // $Method$() blocking the calling thread; the channel's executor must run on another.
 ::absl::StatusOr<$Response$> Blocking$Method$(
-    $Request$ request, ::courier::CallOptions options = {}) {
+    const $Request$& request, ::courier::CallOptions options = {}) {
   return ::courier::internal::BlockingUnaryCall<$Response$>(
-      channel_, $ServiceClass$::$Constant$, std::move(request), std::move(options));
+      channel_, $ServiceClass$::$Constant$, request, std::move(options));
 }
 )cc");
 }

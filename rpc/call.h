@@ -2,9 +2,11 @@
 // the server, metadata, and the adapter from coroutines to any Asio completion token. RPC layer.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -102,6 +104,16 @@ auto SpawnWithToken(asio::any_io_executor ex, asio::awaitable<absl::StatusOr<T>>
       },
       token, std::move(op));
 }
+
+// A response frame's payload and where the message starts in it: the message is parsed in
+// place, with no copy.
+struct Reply {
+  std::string payload;
+  size_t offset = 0;
+  std::string_view message() const {
+    return std::string_view(payload).substr(std::min(offset, payload.size()));
+  }
+};
 
 // Runs `op` with Asio's throw-if-cancelled turned off (so our awaits report cancellation as a
 // Status instead of throwing), then restores the caller's setting: it belongs to the caller's

@@ -1,6 +1,7 @@
 #include "rpc/channel.h"
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -30,7 +31,7 @@ using transport::FrameType;
 struct PendingCall {
   explicit PendingCall(asio::any_io_executor executor) : wake(std::move(executor)) {}
   asio::steady_timer wake;
-  std::optional<absl::StatusOr<std::string>> result;
+  std::optional<absl::StatusOr<Reply>> result;
   Frame request;  // until handed to a session
   // Where the request went; reset when that session closes, so non-null means alive.
   ClientSession* session = nullptr;
@@ -166,37 +167,42 @@ uint32_t Channel::NextCallId() {
   return next_call_id_;
 }
 
-asio::awaitable<absl::StatusOr<std::string>> Channel::CallImpl(std::string method,
-                                                               std::string request,
-                                                               CallOptions options) {
+asio::awaitable<absl::StatusOr<std::string>> Channel::CallBytes(std::string method,
+                                                                std::string request,
+                                                                CallOptions options) {
+  const size_t size = request.size();
+  std::string payload = internal::EncodeRequest(
+      method, options, size, [&](char* at) { std::memcpy(at, request.data(), size); });
+  request = std::string();
+  absl::StatusOr<internal::Reply> reply = co_await CallEncoded(
+      method, std::move(payload), size, options.timeout, options.response_metadata);
+  if (!reply.ok()) co_return reply.status();
+  reply->payload.erase(0, reply->offset);
+  co_return std::move(reply->payload);
+}
+
+asio::awaitable<absl::StatusOr<internal::Reply>> Channel::CallEncoded(std::string_view method,
+                                                                      std::string payload,
+                                                                      size_t message_size,
+                                                                      Clock::duration timeout,
+                                                                      Metadata* response_metadata) {
   std::shared_ptr<Channel> self = shared_from_this();
   if (closed_) co_return absl::CancelledError(absl::StrCat("channel to ", uri_, " is closed"));
-  if (request.size() > options_.max_message_size) {
-    co_return absl::ResourceExhaustedError(absl::StrCat(method, ": request of ", request.size(),
-                                                        " bytes exceeds the limit of ",
-                                                        options_.max_message_size, " bytes"));
+  if (message_size > options_.max_message_size) {
+    co_return absl::ResourceExhaustedError(
+        absl::StrCat(transport::AsAbsl(method), ": request of ", message_size,
+                     " bytes exceeds the limit of ", options_.max_message_size, " bytes"));
   }
-  const Clock::time_point now = Clock::now();
-  const bool has_deadline = options.timeout != Clock::duration::max();
-  const Clock::time_point deadline = has_deadline
-                                         ? now + std::max(options.timeout, Clock::duration::zero())
-                                         : Clock::time_point::max();
-
-  wire::RequestHeader header;
-  header.set_method(method);
-  if (has_deadline) {
-    header.set_timeout_us(std::max<int64_t>(
-        1, std::chrono::duration_cast<std::chrono::microseconds>(options.timeout).count()));
-  }
-  internal::ToWire(options.metadata, *header.mutable_metadata());
+  const Clock::time_point deadline =
+      timeout == Clock::duration::max() ? Clock::time_point::max()
+                                        : Clock::now() + std::max(timeout, Clock::duration::zero());
 
   PendingCall call(executor_);
   call.wake.expires_at(deadline);
-  call.response_metadata = options.response_metadata;
+  call.response_metadata = response_metadata;
   const uint32_t call_id = NextCallId();
-  call.request = Frame{FrameType::kRequest, transport::kFlagEndOfStream, call_id,
-                       internal::EncodePayload(header, request)};
-  request.clear();
+  call.request =
+      Frame{FrameType::kRequest, transport::kFlagEndOfStream, call_id, std::move(payload)};
   pending_.emplace(call_id, &call);
   SendOrQueue(call_id, call);
 
@@ -204,7 +210,7 @@ asio::awaitable<absl::StatusOr<std::string>> Channel::CallImpl(std::string metho
   pending_.erase(call_id);
   ClientSession* session = call.session;
   if (session != nullptr) --session->calls;
-  absl::StatusOr<std::string> result = std::string();
+  absl::StatusOr<internal::Reply> result = internal::Reply();
   if (call.result) {
     result = std::move(*call.result);
   } else {
@@ -212,8 +218,10 @@ asio::awaitable<absl::StatusOr<std::string>> Channel::CallImpl(std::string metho
       session->Send(Frame{FrameType::kCancel, 0, call_id, {}});  // tell the server we gave up
     }
     const bool expired = Clock::now() >= deadline;
-    result = expired ? absl::DeadlineExceededError(absl::StrCat(method, ": deadline exceeded"))
-                     : absl::CancelledError(absl::StrCat(method, ": call cancelled"));
+    result =
+        expired ? absl::DeadlineExceededError(
+                      absl::StrCat(transport::AsAbsl(method), ": deadline exceeded"))
+                : absl::CancelledError(absl::StrCat(transport::AsAbsl(method), ": call cancelled"));
   }
   if (session != nullptr && session->draining && session->calls == 0 && !session->closed()) {
     session->Close(absl::CancelledError("drained after goaway"));
@@ -241,7 +249,7 @@ void Channel::SendOrQueue(uint32_t call_id, PendingCall& call) {
   session_->Send(std::move(call.request));
 }
 
-void Channel::Complete(PendingCall& call, absl::StatusOr<std::string> result) {
+void Channel::Complete(PendingCall& call, absl::StatusOr<internal::Reply> result) {
   if (call.result) return;
   call.result = std::move(result);
   call.wake.cancel();
@@ -336,8 +344,7 @@ void Channel::OnResponse(ClientSession& session, Frame frame) {
     Complete(call, std::move(status));
     return;
   }
-  frame.payload.erase(0, *offset);
-  Complete(call, std::move(frame.payload));
+  Complete(call, internal::Reply{std::move(frame.payload), *offset});
 }
 
 void Channel::OnGoAway(ClientSession& session) {

@@ -78,8 +78,18 @@ class Channel : public std::enable_shared_from_this<Channel> {
   asio::awaitable<absl::StatusOr<std::string>> Call(std::string method, std::string request,
                                                     CallOptions options = {}) {
     return internal::WithoutCancellationThrow(
-        CallImpl(std::move(method), std::move(request), std::move(options)));
+        CallBytes(std::move(method), std::move(request), std::move(options)));
   }
+
+  // Internal, for rpc/stub_support.h: one call whose request payload is already encoded
+  // (internal::EncodeRequest with the same `timeout`), returning the response payload for
+  // in-place parsing. `method` must stay valid until done, and the awaiting coroutine must have
+  // Asio's throw_if_cancelled turned off (internal::WithoutCancellationThrow).
+  asio::awaitable<absl::StatusOr<internal::Reply>> CallEncoded(std::string_view method,
+                                                               std::string payload,
+                                                               size_t message_size,
+                                                               Clock::duration timeout,
+                                                               Metadata* response_metadata);
 
   // Call() for any completion token: a callback taking absl::StatusOr<std::string>,
   // asio::use_future, asio::use_awaitable...
@@ -104,14 +114,14 @@ class Channel : public std::enable_shared_from_this<Channel> {
  private:
   friend class internal::ClientSession;
 
-  asio::awaitable<absl::StatusOr<std::string>> CallImpl(std::string method, std::string request,
-                                                        CallOptions options);
+  asio::awaitable<absl::StatusOr<std::string>> CallBytes(std::string method, std::string request,
+                                                         CallOptions options);
   uint32_t NextCallId();
   void SendOrQueue(uint32_t call_id, internal::PendingCall& call);
   void StartDial();
   asio::awaitable<void> Dial(std::shared_ptr<Channel> self);
   asio::awaitable<absl::StatusOr<std::shared_ptr<internal::ClientSession>>> DialOnce();
-  void Complete(internal::PendingCall& call, absl::StatusOr<std::string> result);
+  void Complete(internal::PendingCall& call, absl::StatusOr<internal::Reply> result);
   // From ClientSession, on its executor.
   void OnResponse(internal::ClientSession& session, transport::Frame frame);
   void OnGoAway(internal::ClientSession& session);

@@ -40,7 +40,7 @@ struct Reactor {
 struct ServerState {
   ServerOptions options;
   asio::any_io_executor main_executor;
-  absl::flat_hash_map<std::string, const RawHandler*> methods;
+  absl::flat_hash_map<std::string, const MethodEntry*> methods;
   std::vector<std::shared_ptr<transport::Transport>> transports;  // one per scheme used
   std::vector<std::shared_ptr<transport::Listener>> listeners;
   std::vector<std::shared_ptr<Reactor>> reactors;
@@ -68,12 +68,10 @@ void SessionGone(const std::shared_ptr<ServerState>& state) {
 enum class CancelReason { kNone, kClient, kDeadline, kConnectionLost, kShutdown };
 
 struct ServerCall {
-  ServerCall(asio::any_io_executor executor, uint32_t id, ServerContext ctx)
-      : id(id), ctx(std::move(ctx)), deadline_timer(std::move(executor)) {}
+  ServerCall(uint32_t id, ServerContext ctx) : id(id), ctx(std::move(ctx)) {}
   uint32_t id;
   ServerContext ctx;
   asio::cancellation_signal signal;
-  asio::steady_timer deadline_timer;
   CancelReason reason = CancelReason::kNone;
 };
 
@@ -84,7 +82,8 @@ class ServerSession final : public Session {
       : Session(std::move(connection), std::move(options)),
         state_(std::move(state)),
         reactor_(std::move(reactor)),
-        drain_timer_(executor()) {}
+        drain_timer_(executor()),
+        deadline_timer_(executor()) {}
 
   // Sends goaway; calls in flight may finish until `deadline`, then are cancelled.
   void BeginDrain(Clock::time_point deadline) {
@@ -132,6 +131,7 @@ class ServerSession final : public Session {
                                               peer().address, ": ", why.ToString()));
     }
     drain_timer_.cancel();
+    deadline_timer_.cancel();
     std::vector<std::shared_ptr<ServerCall>> calls;
     for (auto& [id, call] : calls_) calls.push_back(call);
     for (auto& call : calls) Cancel(*call, CancelReason::kConnectionLost);
@@ -173,29 +173,56 @@ class ServerSession final : public Session {
             : Clock::now() +
                   std::chrono::microseconds(std::min<uint64_t>(header.timeout_us(), 1ull << 50));
     auto call = std::make_shared<ServerCall>(
-        executor(), frame.call_id,
+        frame.call_id,
         ServerContext(header.method(), deadline, peer(), FromWire(header.metadata())));
     calls_.emplace(call->id, call);
     state_->active_calls.fetch_add(1, std::memory_order_relaxed);
-    frame.payload.erase(0, *offset);
+    WatchDeadline(deadline);
     auto self = std::static_pointer_cast<ServerSession>(shared_from_this());
-    if (deadline != Clock::time_point::max()) {
-      call->deadline_timer.expires_at(deadline);
-      call->deadline_timer.async_wait([self, call](std::error_code ec) {
-        if (!ec) self->Cancel(*call, CancelReason::kDeadline);
-      });
-    }
-    asio::co_spawn(executor(), RunCall(self, call, method->second, std::move(frame.payload)),
+    asio::co_spawn(executor(),
+                   RunCall(self, call, method->second, std::move(frame.payload), *offset),
                    asio::bind_cancellation_slot(call->signal.slot(), asio::detached));
   }
 
+  // One timer per session serves every call's deadline: armed for the earliest, and re-armed
+  // only when a call comes with an earlier one (rare: deadlines mostly grow), so a call costs
+  // no timer operation of its own.
+  void WatchDeadline(Clock::time_point deadline) {
+    if (deadline == Clock::time_point::max() || deadline >= armed_deadline_) return;
+    armed_deadline_ = deadline;
+    deadline_timer_.expires_at(deadline);
+    deadline_timer_.async_wait(
+        [self = std::static_pointer_cast<ServerSession>(shared_from_this())](std::error_code ec) {
+          if (!ec && !self->closed()) self->ExpireDeadlines();
+        });
+  }
+
+  void ExpireDeadlines() {
+    armed_deadline_ = Clock::time_point::max();
+    const Clock::time_point now = Clock::now();
+    Clock::time_point next = Clock::time_point::max();
+    std::vector<std::shared_ptr<ServerCall>> expired;
+    for (auto& [id, call] : calls_) {
+      if (call->reason != CancelReason::kNone) continue;
+      if (call->ctx.deadline() <= now) {
+        expired.push_back(call);
+      } else {
+        next = std::min(next, call->ctx.deadline());
+      }
+    }
+    for (auto& call : expired) Cancel(*call, CancelReason::kDeadline);
+    WatchDeadline(next);
+  }
+
+  // `payload` is the request frame's; the request message starts at `offset` and is handed to
+  // the handler in place.
   static asio::awaitable<void> RunCall(std::shared_ptr<ServerSession> self,
-                                       std::shared_ptr<ServerCall> call, const RawHandler* handler,
-                                       std::string request) {
+                                       std::shared_ptr<ServerCall> call, const MethodEntry* method,
+                                       std::string payload, size_t offset) {
     absl::StatusOr<std::string> result = std::string();
     std::string failure;
     try {
-      result = co_await (*handler)(call->ctx, std::move(request));
+      result = co_await method->handler(call->ctx, std::string_view(payload).substr(offset));
     } catch (const std::exception& e) {
       failure = e.what();
     } catch (...) {
@@ -210,19 +237,18 @@ class ServerSession final : public Session {
         result = absl::InternalError(absl::StrCat(call->ctx.method(), ": handler failed"));
       }
     }
-    self->FinishCall(*call, std::move(result));
+    self->FinishCall(*call, std::move(result), method->returns_payload);
   }
 
   void Cancel(ServerCall& call, CancelReason reason) {
     if (call.reason != CancelReason::kNone) return;
     call.reason = reason;
     call.ctx.MarkCancelled();
-    call.deadline_timer.cancel();
     call.signal.emit(asio::cancellation_type::terminal);
   }
 
-  void FinishCall(ServerCall& call, absl::StatusOr<std::string> result) {
-    call.deadline_timer.cancel();
+  // `is_payload`: an OK `result` is the whole response payload already (MethodEntry).
+  void FinishCall(ServerCall& call, absl::StatusOr<std::string> result, bool is_payload) {
     state_->active_calls.fetch_sub(1, std::memory_order_relaxed);
     const uint32_t id = call.id;
     switch (call.reason) {
@@ -245,8 +271,27 @@ class ServerSession final : public Session {
         call.reason != CancelReason::kClient && call.reason != CancelReason::kConnectionLost;
     Metadata metadata = call.ctx.response_metadata();
     calls_.erase(id);  // may destroy `call`
-    if (answer && !closed()) Respond(id, std::move(result), std::move(metadata));
+    if (!answer || closed()) {
+      // nothing to send
+    } else if (result.ok() && is_payload) {
+      SendResponsePayload(id, *std::move(result));
+    } else {
+      Respond(id, std::move(result), std::move(metadata));
+    }
     if (draining_ && calls_.empty()) Linger();
+  }
+
+  // Sends an encoded response payload, or RESOURCE_EXHAUSTED if it is over the client's limit.
+  void SendResponsePayload(uint32_t call_id, std::string payload) {
+    if (payload.size() > peer_max_frame_payload()) {
+      Respond(call_id,
+              absl::ResourceExhaustedError(absl::StrCat(
+                  "response of ", payload.size(), " bytes exceeds the client's limit of ",
+                  peer_max_frame_payload(), " bytes per frame")),
+              {});
+      return;
+    }
+    Send(Frame{FrameType::kResponse, transport::kFlagEndOfStream, call_id, std::move(payload)});
   }
 
   void Respond(uint32_t call_id, absl::StatusOr<std::string> result, Metadata metadata) {
@@ -285,6 +330,8 @@ class ServerSession final : public Session {
   std::shared_ptr<Reactor> reactor_;
   absl::flat_hash_map<uint32_t, std::shared_ptr<ServerCall>> calls_;
   asio::steady_timer drain_timer_;
+  asio::steady_timer deadline_timer_;
+  Clock::time_point armed_deadline_ = Clock::time_point::max();
   uint32_t max_call_id_ = 0;
   bool draining_ = false;
 };
@@ -391,7 +438,7 @@ absl::Status Server::AddService(ServiceBase& service) {
     }
   }
   for (const MethodEntry& method : service.methods()) {
-    state_->methods.emplace(method.full_name, &method.handler);
+    state_->methods.emplace(method.full_name, &method);
   }
   return absl::OkStatus();
 }

@@ -12,49 +12,71 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "asio/awaitable.hpp"
+#include "asio/this_coro.hpp"
 #include "asio/use_future.hpp"
 #include "rpc/call.h"
 #include "rpc/channel.h"
+#include "rpc/internal/wire.h"
 #include "rpc/service.h"
 
 namespace courier::internal {
 
-// One unary call with protobuf messages: serialize, Channel::Call, parse. A response that does
-// not parse is kInternal, as in gRPC.
-template <typename Response, typename Request>
-asio::awaitable<absl::StatusOr<Response>> UnaryCall(std::shared_ptr<Channel> channel,
-                                                    const char* method, Request request,
-                                                    CallOptions options) {
-  // proto2 required fields: Debian's protobuf throws on serializing a message that lacks them.
-  if (!request.IsInitialized()) {
-    co_return absl::InvalidArgumentError(absl::StrCat(method, ": request ", request.GetTypeName(),
-                                                      " is missing required fields: ",
-                                                      request.InitializationErrorString()));
-  }
-  std::string bytes;
-  if (!request.SerializeToString(&bytes)) {
-    co_return absl::InternalError(
-        absl::StrCat(method, ": request ", request.GetTypeName(), " does not serialize"));
-  }
-  absl::StatusOr<std::string> reply =
-      co_await channel->Call(method, std::move(bytes), std::move(options));
+// The asynchronous half of UnaryCall: send the encoded request, parse the response in place. A
+// response that does not parse is kInternal, as in gRPC.
+template <typename Response>
+asio::awaitable<absl::StatusOr<Response>> FinishUnaryCall(std::shared_ptr<Channel> channel,
+                                                          const char* method, std::string payload,
+                                                          size_t message_size,
+                                                          CallOptions options) {
+  // Our awaits report cancellation as a Status; the caller's setting is restored after.
+  const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+  co_await asio::this_coro::throw_if_cancelled(false);
+  absl::StatusOr<Reply> reply = co_await channel->CallEncoded(
+      method, std::move(payload), message_size, options.timeout, options.response_metadata);
+  co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
   if (!reply.ok()) co_return reply.status();
   Response response;
-  if (!response.ParseFromString(*reply)) {
+  const std::string_view bytes = reply->message();
+  if (!response.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     co_return absl::InternalError(
         absl::StrCat(method, ": response does not parse as ", response.GetTypeName()));
   }
   co_return response;
 }
 
+template <typename Response>
+asio::awaitable<absl::StatusOr<Response>> FailedCall(absl::Status status) {
+  co_return status;
+}
+
+// One unary call with protobuf messages. Not a coroutine: `request` is serialized, straight
+// into the request frame, before this returns, so a reference is safe and nothing is copied.
+// `method` must outlive the call (generated code passes its constants).
+template <typename Response, typename Request>
+asio::awaitable<absl::StatusOr<Response>> UnaryCall(std::shared_ptr<Channel> channel,
+                                                    const char* method, const Request& request,
+                                                    CallOptions options) {
+  // proto2 required fields: Debian's protobuf throws on serializing a message that lacks them.
+  if (!request.IsInitialized()) {
+    return FailedCall<Response>(absl::InvalidArgumentError(
+        absl::StrCat(method, ": request ", request.GetTypeName(),
+                     " is missing required fields: ", request.InitializationErrorString())));
+  }
+  const size_t size = request.ByteSizeLong();
+  std::string payload = EncodeRequest(method, options, size, [&](char* at) {
+    request.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(at));
+  });
+  return FinishUnaryCall<Response>(std::move(channel), method, std::move(payload), size,
+                                   std::move(options));
+}
+
 // UnaryCall for any completion token (callback, asio::use_future, use_awaitable...).
 template <typename Response, typename Request, typename Token>
-auto AsyncUnaryCall(std::shared_ptr<Channel> channel, const char* method, Request request,
+auto AsyncUnaryCall(std::shared_ptr<Channel> channel, const char* method, const Request& request,
                     CallOptions options, Token&& token) {
   asio::any_io_executor executor = channel->executor();
   return SpawnWithToken(
-      executor,
-      UnaryCall<Response>(std::move(channel), method, std::move(request), std::move(options)),
+      executor, UnaryCall<Response>(std::move(channel), method, request, std::move(options)),
       std::forward<Token>(token));
 }
 
@@ -63,13 +85,13 @@ auto AsyncUnaryCall(std::shared_ptr<Channel> channel, const char* method, Reques
 // the channel's own reactor thread it would wait forever, so that is kFailedPrecondition.
 template <typename Response, typename Request>
 absl::StatusOr<Response> BlockingUnaryCall(std::shared_ptr<Channel> channel, const char* method,
-                                           Request request, CallOptions options) {
+                                           const Request& request, CallOptions options) {
   if (channel->on_own_reactor_thread()) {
     return absl::FailedPreconditionError(absl::StrCat(
         method, ": a blocking call on the channel's own reactor thread would never complete"));
   }
   std::future<absl::StatusOr<Response>> result = AsyncUnaryCall<Response>(
-      std::move(channel), method, std::move(request), std::move(options), asio::use_future);
+      std::move(channel), method, request, std::move(options), asio::use_future);
   return result.get();
 }
 

@@ -1,6 +1,7 @@
 #include "rpc/internal/wire.h"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,78 @@ std::string EncodePayload(const google::protobuf::MessageLite& header, std::stri
   at = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(header_size), at);
   at = header.SerializeWithCachedSizesToArray(at);
   if (!message.empty()) std::copy(message.begin(), message.end(), reinterpret_cast<char*>(at));
+  return payload;
+}
+
+namespace {
+
+// Protobuf wire format: tag = field << 3 | wire type (0 varint, 2 length-delimited).
+constexpr uint8_t kMethodTag = (1 << 3) | 2;
+constexpr uint8_t kTimeoutTag = (2 << 3) | 0;
+constexpr uint8_t kMetadataTag = (3 << 3) | 2;
+constexpr uint8_t kKeyTag = (1 << 3) | 2;
+constexpr uint8_t kValueTag = (2 << 3) | 2;
+
+size_t LengthDelimitedSize(size_t n) { return 1 + CodedOutputStream::VarintSize64(n) + n; }
+
+char* PutLengthDelimited(char* at, uint8_t tag, std::string_view bytes) {
+  *at++ = static_cast<char>(tag);
+  at = reinterpret_cast<char*>(
+      CodedOutputStream::WriteVarint64ToArray(bytes.size(), reinterpret_cast<uint8_t*>(at)));
+  std::memcpy(at, bytes.data(), bytes.size());
+  return at + bytes.size();
+}
+
+}  // namespace
+
+std::string EncodeRequest(std::string_view method, const CallOptions& options, size_t message_size,
+                          absl::FunctionRef<void(char*)> write_message) {
+  uint64_t timeout_us = 0;
+  if (options.timeout != Clock::duration::max()) {
+    timeout_us = std::max<int64_t>(
+        1, std::chrono::duration_cast<std::chrono::microseconds>(options.timeout).count());
+  }
+  size_t header = LengthDelimitedSize(method.size());
+  if (timeout_us != 0) header += 1 + CodedOutputStream::VarintSize64(timeout_us);
+  for (const auto& [key, value] : options.metadata) {
+    header +=
+        LengthDelimitedSize(LengthDelimitedSize(key.size()) + LengthDelimitedSize(value.size()));
+  }
+  const size_t prefix = CodedOutputStream::VarintSize64(header);
+  std::string payload(prefix + header + message_size, '\0');
+  char* at = payload.data();
+  at = reinterpret_cast<char*>(
+      CodedOutputStream::WriteVarint64ToArray(header, reinterpret_cast<uint8_t*>(at)));
+  at = PutLengthDelimited(at, kMethodTag, method);
+  if (timeout_us != 0) {
+    *at++ = static_cast<char>(kTimeoutTag);
+    at = reinterpret_cast<char*>(
+        CodedOutputStream::WriteVarint64ToArray(timeout_us, reinterpret_cast<uint8_t*>(at)));
+  }
+  for (const auto& [key, value] : options.metadata) {
+    *at++ = static_cast<char>(kMetadataTag);
+    at = reinterpret_cast<char*>(CodedOutputStream::WriteVarint64ToArray(
+        LengthDelimitedSize(key.size()) + LengthDelimitedSize(value.size()),
+        reinterpret_cast<uint8_t*>(at)));
+    at = PutLengthDelimited(at, kKeyTag, key);
+    at = PutLengthDelimited(at, kValueTag, value);
+  }
+  if (message_size > 0) write_message(at);
+  return payload;
+}
+
+std::string EncodeOkResponse(const Metadata& metadata,
+                             const google::protobuf::MessageLite& message) {
+  wire::ResponseHeader header;
+  ToWire(metadata, *header.mutable_metadata());
+  const size_t header_size = header.ByteSizeLong();
+  const size_t message_size = message.ByteSizeLong();
+  const size_t prefix = CodedOutputStream::VarintSize32(static_cast<uint32_t>(header_size));
+  std::string payload(prefix + header_size + message_size, '\0');
+  auto* at = reinterpret_cast<uint8_t*>(payload.data());
+  at = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(header_size), at);
+  at = header.SerializeWithCachedSizesToArray(at);
+  message.SerializeWithCachedSizesToArray(at);
   return payload;
 }
 

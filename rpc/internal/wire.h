@@ -6,9 +6,11 @@
 #include <string>
 #include <string_view>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "rpc/call.h"
+#include "rpc/service.h"
 #include "rpc/wire.pb.h"
 #include "transport/frame.h"
 
@@ -18,6 +20,12 @@ namespace courier::internal {
 inline constexpr uint32_t kProtocolVersion = 1;
 // Room in a frame for the header beside the largest message.
 inline constexpr size_t kMaxHeaderOverhead = 64 * 1024;
+
+// The payload of a request frame: a delimited RequestHeader (method, the timeout from
+// `options` unless it is Clock::duration::max(), metadata; encoded by hand, no allocation but
+// the result) followed by `message_size` bytes that `write_message` fills in place.
+std::string EncodeRequest(std::string_view method, const CallOptions& options, size_t message_size,
+                          absl::FunctionRef<void(char*)> write_message);
 
 // `header` varint-delimited, then `message`: the payload of a request or response frame.
 std::string EncodePayload(const google::protobuf::MessageLite& header, std::string_view message);

@@ -703,7 +703,7 @@ TEST_P(GeneratedCasesTest, Proto2ResponseMissingARequiredFieldIsInternal) {
   GenericService raw;
   raw.AddRawMethod(
       ::legacy::v2::OrdersService::kPlaceMethodName,
-      [](ServerContext&, std::string) -> ::asio::awaitable<absl::StatusOr<std::string>> {
+      [](ServerContext&, std::string_view) -> ::asio::awaitable<absl::StatusOr<std::string>> {
         co_return std::string();  // a Receipt without its required id
       });
   Server server(io_.get_executor());

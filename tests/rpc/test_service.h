@@ -31,18 +31,18 @@ class TestService {
   TestService() {
     service_.AddRawMethod(
         kEcho,
-        [](ServerContext&, std::string request) -> asio::awaitable<absl::StatusOr<std::string>> {
-          co_return request;
-        });
+        [](ServerContext&, std::string_view request)
+            -> asio::awaitable<absl::StatusOr<std::string>> { co_return std::string(request); });
     service_.AddRawMethod(
         kSleep,
         [this](ServerContext& ctx,
-               std::string request) -> asio::awaitable<absl::StatusOr<std::string>> {
+               std::string_view request) -> asio::awaitable<absl::StatusOr<std::string>> {
           // Report cancellation as a Status, not an exception, so the counter sees every case.
           co_await asio::this_coro::throw_if_cancelled(false);
           ++sleep_started;
           int ms = 0;
-          if (!absl::SimpleAtoi(request, &ms)) co_return absl::InvalidArgumentError("not a number");
+          if (!absl::SimpleAtoi(absl::string_view(request.data(), request.size()), &ms))
+            co_return absl::InvalidArgumentError("not a number");
           asio::steady_timer timer(co_await asio::this_coro::executor,
                                    std::chrono::milliseconds(ms));
           auto [ec] = co_await timer.async_wait(internal::use_nothrow);
@@ -51,19 +51,20 @@ class TestService {
             co_return absl::CancelledError("sleep cancelled");
           }
           ++sleep_finished;
-          co_return request;
+          co_return std::string(request);
         });
     service_.AddRawMethod(
         kFail,
-        [](ServerContext&, std::string request) -> asio::awaitable<absl::StatusOr<std::string>> {
+        [](ServerContext&,
+           std::string_view request) -> asio::awaitable<absl::StatusOr<std::string>> {
           int code = 0;
-          if (!absl::SimpleAtoi(request, &code))
+          if (!absl::SimpleAtoi(absl::string_view(request.data(), request.size()), &code))
             co_return absl::InvalidArgumentError("not a number");
           co_return absl::Status(static_cast<absl::StatusCode>(code), "failed on purpose");
         });
     service_.AddRawMethod(
         kInspect,
-        [](ServerContext& ctx, std::string) -> asio::awaitable<absl::StatusOr<std::string>> {
+        [](ServerContext& ctx, std::string_view) -> asio::awaitable<absl::StatusOr<std::string>> {
           std::string out = absl::StrCat("method=", ctx.method(), ";peer=", ctx.peer().address);
           if (ctx.peer().credentials) {
             absl::StrAppend(&out, ";uid=", ctx.peer().credentials->uid,
@@ -78,9 +79,10 @@ class TestService {
         });
     service_.AddRawMethod(
         kBig,
-        [](ServerContext&, std::string request) -> asio::awaitable<absl::StatusOr<std::string>> {
+        [](ServerContext&,
+           std::string_view request) -> asio::awaitable<absl::StatusOr<std::string>> {
           size_t size = 0;
-          if (!absl::SimpleAtoi(request, &size))
+          if (!absl::SimpleAtoi(absl::string_view(request.data(), request.size()), &size))
             co_return absl::InvalidArgumentError("not a number");
           co_return std::string(size, 'b');
         });
