@@ -67,11 +67,23 @@ asio::awaitable<absl::Status> FramedConnection::WriteFrames(std::span<const Fram
   headers_.reserve(frames.size());
   buffers_.clear();
   buffers_.reserve(frames.size() * 2);
+  size_t total = 0;
   for (const Frame& frame : frames) headers_.push_back(EncodeFrameHeader(frame));
   for (size_t i = 0; i < frames.size(); ++i) {
     buffers_.push_back(asio::buffer(headers_[i]));
     if (!frames[i].payload.empty()) buffers_.push_back(asio::buffer(frames[i].payload));
+    total += kFrameHeaderSize + frames[i].payload.size();
   }
+  // Usually the kernel takes it all at once: then no asynchronous write, and no scheduler round
+  // trip before the caller goes on.
+  absl::StatusOr<size_t> written = connection_->TryWrite(buffers_);
+  if (!written.ok()) co_return written.status();
+  if (*written == total) co_return absl::OkStatus();
+  size_t skip = *written;
+  size_t first = 0;
+  while (skip > 0 && skip >= buffers_[first].size()) skip -= buffers_[first++].size();
+  buffers_.erase(buffers_.begin(), buffers_.begin() + static_cast<std::ptrdiff_t>(first));
+  if (skip > 0) buffers_[0] += skip;
   co_return co_await connection_->Write(buffers_);
 }
 

@@ -50,6 +50,13 @@ class Connection {
   // Completes when all of `data` is written; `data` and what it points to must stay valid until
   // then. kCancelled after Close(); kUnavailable when the peer is gone.
   virtual asio::awaitable<absl::Status> Write(std::span<const asio::const_buffer> data) = 0;
+  // Writes what the transport can take right now without waiting, and returns how many bytes
+  // that was (0: it would have to wait, or the transport has no such fast path). Never call it
+  // while a Write is in flight. Saves the scheduler round trip of an asynchronous Write when the
+  // kernel has room, which is the common case.
+  virtual absl::StatusOr<size_t> TryWrite(std::span<const asio::const_buffer> data) {
+    return size_t{0};
+  }
   // Idempotent; pending Read/Write complete with kCancelled.
   virtual void Close() = 0;
   virtual Traits traits() const = 0;

@@ -333,6 +333,25 @@ TEST_P(ConformanceTest, CloseCancelsPendingWrite) {
   EXPECT_THAT(*written, StatusIs(absl::StatusCode::kCancelled));
 }
 
+TEST_P(ConformanceTest, TryWriteBytesArriveLikeWrittenOnes) {
+  ConnectedPair pair = MakePair();
+  ASSERT_NE(pair.client, nullptr);
+  std::string first = "try-", second = "write";
+  asio::const_buffer parts[] = {asio::buffer(first), asio::buffer(second)};
+  absl::StatusOr<size_t> n = pair.client->TryWrite(parts);
+  ASSERT_THAT(n, IsOk());
+  // A transport may take nothing (no fast path); what it took must arrive, in order.
+  std::string rest = (first + second).substr(*n);
+  if (!rest.empty()) {
+    EXPECT_THAT(RunCoro(io_, Write(*pair.client, rest)), IsOk());
+  }
+  absl::StatusOr<std::string> at_server = RunCoro(io_, ReadExactly(*pair.server, 9));
+  ASSERT_THAT(at_server, IsOk());
+  EXPECT_EQ(*at_server, "try-write");
+  pair.client->Close();
+  EXPECT_THAT(pair.client->TryWrite(parts), StatusIs(absl::StatusCode::kCancelled));
+}
+
 TEST_P(ConformanceTest, ReadAndWriteAfterCloseAreCancelled) {
   ConnectedPair pair = MakePair();
   ASSERT_NE(pair.client, nullptr);

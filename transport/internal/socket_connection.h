@@ -95,6 +95,7 @@ class SocketConnection final : public Connection {
       : socket_(std::move(socket)), executor_(socket_.get_executor()) {
     SetCloseOnExec(socket_.native_handle());
     asio::error_code ec;
+    socket_.non_blocking(true, ec);  // for TryWrite
     if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
       socket_.set_option(asio::ip::tcp::no_delay(true), ec);
     }
@@ -126,6 +127,16 @@ class SocketConnection final : public Connection {
       read_end_ = ToStatus(ec, absl::StrCat(scheme(), " read from ", peer_.address));
     }
     co_return *read_end_;
+  }
+
+  absl::StatusOr<size_t> TryWrite(std::span<const asio::const_buffer> data) override {
+    if (closed_) return Closed("write");
+    asio::error_code ec;
+    // Non-blocking mode (set in the constructor) applies to synchronous calls only.
+    size_t n = socket_.write_some(data, ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) return size_t{0};
+    if (ec) return ToStatus(ec, absl::StrCat(scheme(), " write to ", peer_.address));
+    return n;
   }
 
   asio::awaitable<absl::Status> Write(std::span<const asio::const_buffer> data) override {
