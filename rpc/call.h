@@ -49,19 +49,18 @@ struct CallOptions {
 // only on the handler's executor.
 class ServerContext {
  public:
-  ServerContext(std::string method, Clock::time_point deadline, transport::PeerInfo peer,
-                Metadata metadata)
-      : method_(std::move(method)),
-        deadline_(deadline),
-        peer_(std::move(peer)),
-        metadata_(std::move(metadata)) {}
+  // `method` and `peer` are not copied: they must outlive the context (the server passes the
+  // method's registered name and its connection's peer).
+  ServerContext(const std::string& method, Clock::time_point deadline,
+                const transport::PeerInfo& peer, Metadata metadata)
+      : method_(&method), deadline_(deadline), peer_(&peer), metadata_(std::move(metadata)) {}
 
   // "/package.Service/Method".
-  const std::string& method() const { return method_; }
+  const std::string& method() const { return *method_; }
   // When the caller stops waiting; Clock::time_point::max() if it set no deadline.
   Clock::time_point deadline() const { return deadline_; }
   // Who called: address and, on UNIX sockets, the kernel-verified pid/uid/gid.
-  const transport::PeerInfo& peer() const { return peer_; }
+  const transport::PeerInfo& peer() const { return *peer_; }
   const Metadata& metadata() const { return metadata_; }
   // Sent back with the response.
   void AddResponseMetadata(std::string key, std::string value) {
@@ -76,9 +75,9 @@ class ServerContext {
   void MarkCancelled() { cancelled_ = true; }
 
  private:
-  std::string method_;
+  const std::string* method_;
   Clock::time_point deadline_;
-  transport::PeerInfo peer_;
+  const transport::PeerInfo* peer_;
   Metadata metadata_;
   Metadata response_metadata_;
   bool cancelled_ = false;

@@ -150,10 +150,9 @@ class ServerSession final : public Session {
       return;
     }
     max_call_id_ = std::max(max_call_id_, frame.call_id);
-    wire::RequestHeader header;
-    absl::StatusOr<size_t> offset = DecodePayloadHeader(frame.payload, header);
-    if (!offset.ok()) {
-      Respond(frame.call_id, offset.status(), {});
+    absl::StatusOr<RequestHeaderView> header = DecodeRequestHeader(frame.payload);
+    if (!header.ok()) {
+      Respond(frame.call_id, header.status(), {});
       return;
     }
     if (draining_) {
@@ -161,26 +160,29 @@ class ServerSession final : public Session {
               absl::UnavailableError("server is shutting down; the call was not processed"), {});
       return;
     }
-    auto method = state_->methods.find(header.method());
+    auto method = state_->methods.find(transport::AsAbsl(header->method));
     if (method == state_->methods.end()) {
       Respond(frame.call_id,
-              absl::UnimplementedError(absl::StrCat("unknown method ", header.method())), {});
+              absl::UnimplementedError(
+                  absl::StrCat("unknown method ", transport::AsAbsl(header->method))),
+              {});
       return;
     }
     const Clock::time_point deadline =
-        header.timeout_us() == 0
+        header->timeout_us == 0
             ? Clock::time_point::max()
             : Clock::now() +
-                  std::chrono::microseconds(std::min<uint64_t>(header.timeout_us(), 1ull << 50));
+                  std::chrono::microseconds(std::min<uint64_t>(header->timeout_us, 1ull << 50));
+    const size_t offset = header->message_offset;
     auto call = std::make_shared<ServerCall>(
         frame.call_id,
-        ServerContext(header.method(), deadline, peer(), FromWire(header.metadata())));
+        ServerContext(method->second->full_name, deadline, peer(), std::move(header->metadata)));
     calls_.emplace(call->id, call);
     state_->active_calls.fetch_add(1, std::memory_order_relaxed);
     WatchDeadline(deadline);
     auto self = std::static_pointer_cast<ServerSession>(shared_from_this());
     asio::co_spawn(executor(),
-                   RunCall(self, call, method->second, std::move(frame.payload), *offset),
+                   RunCall(self, call, method->second, std::move(frame.payload), offset),
                    asio::bind_cancellation_slot(call->signal.slot(), asio::detached));
   }
 

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release -DCOURIER_BUILD_TESTS=OFF >/dev/null
+cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release -DCOURIER_BUILD_TESTS=OFF -DCOURIER_BUILD_BENCH=OFF >/dev/null
 cmake --build build-demo -j"$jobs" --target echo_server echo_client
 
 out=$(mktemp -d)

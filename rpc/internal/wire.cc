@@ -6,9 +6,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 
 namespace courier::internal {
 
+using google::protobuf::internal::WireFormatLite;
 using google::protobuf::io::CodedInputStream;
 using google::protobuf::io::CodedOutputStream;
 
@@ -33,9 +35,13 @@ constexpr uint8_t kMetadataTag = (3 << 3) | 2;
 constexpr uint8_t kKeyTag = (1 << 3) | 2;
 constexpr uint8_t kValueTag = (2 << 3) | 2;
 
+// A length-delimited field of n bytes: tag, length, bytes.
 size_t LengthDelimitedSize(size_t n) { return 1 + CodedOutputStream::VarintSize64(n) + n; }
+// A string field: proto3 leaves an empty one out, and so do we, producing protobuf's own bytes.
+size_t StringFieldSize(size_t n) { return n == 0 ? 0 : LengthDelimitedSize(n); }
 
-char* PutLengthDelimited(char* at, uint8_t tag, std::string_view bytes) {
+char* PutStringField(char* at, uint8_t tag, std::string_view bytes) {
+  if (bytes.empty()) return at;
   *at++ = static_cast<char>(tag);
   at = reinterpret_cast<char*>(
       CodedOutputStream::WriteVarint64ToArray(bytes.size(), reinterpret_cast<uint8_t*>(at)));
@@ -52,18 +58,17 @@ std::string EncodeRequest(std::string_view method, const CallOptions& options, s
     timeout_us = std::max<int64_t>(
         1, std::chrono::duration_cast<std::chrono::microseconds>(options.timeout).count());
   }
-  size_t header = LengthDelimitedSize(method.size());
+  size_t header = StringFieldSize(method.size());
   if (timeout_us != 0) header += 1 + CodedOutputStream::VarintSize64(timeout_us);
   for (const auto& [key, value] : options.metadata) {
-    header +=
-        LengthDelimitedSize(LengthDelimitedSize(key.size()) + LengthDelimitedSize(value.size()));
+    header += LengthDelimitedSize(StringFieldSize(key.size()) + StringFieldSize(value.size()));
   }
   const size_t prefix = CodedOutputStream::VarintSize64(header);
   std::string payload(prefix + header + message_size, '\0');
   char* at = payload.data();
   at = reinterpret_cast<char*>(
       CodedOutputStream::WriteVarint64ToArray(header, reinterpret_cast<uint8_t*>(at)));
-  at = PutLengthDelimited(at, kMethodTag, method);
+  at = PutStringField(at, kMethodTag, method);
   if (timeout_us != 0) {
     *at++ = static_cast<char>(kTimeoutTag);
     at = reinterpret_cast<char*>(
@@ -72,10 +77,10 @@ std::string EncodeRequest(std::string_view method, const CallOptions& options, s
   for (const auto& [key, value] : options.metadata) {
     *at++ = static_cast<char>(kMetadataTag);
     at = reinterpret_cast<char*>(CodedOutputStream::WriteVarint64ToArray(
-        LengthDelimitedSize(key.size()) + LengthDelimitedSize(value.size()),
+        StringFieldSize(key.size()) + StringFieldSize(value.size()),
         reinterpret_cast<uint8_t*>(at)));
-    at = PutLengthDelimited(at, kKeyTag, key);
-    at = PutLengthDelimited(at, kValueTag, value);
+    at = PutStringField(at, kKeyTag, key);
+    at = PutStringField(at, kValueTag, value);
   }
   if (message_size > 0) write_message(at);
   return payload;
@@ -114,6 +119,66 @@ absl::StatusOr<size_t> DecodePayloadHeader(std::string_view payload,
         absl::StrCat("malformed payload: ", header.GetTypeName(), " does not parse"));
   }
   return start + size;
+}
+
+namespace {
+
+// Reads a length-delimited field's bytes as a view into `base` (what `in` reads from).
+bool ReadBytes(CodedInputStream& in, const char* base, std::string_view& out) {
+  uint32_t size = 0;
+  if (!in.ReadVarint32(&size)) return false;
+  const int at = in.CurrentPosition();
+  if (!in.Skip(static_cast<int>(size))) return false;
+  out = std::string_view(base + at, size);
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<RequestHeaderView> DecodeRequestHeader(std::string_view payload) {
+  const absl::Status malformed = absl::InvalidArgumentError("malformed request header");
+  CodedInputStream outer(reinterpret_cast<const uint8_t*>(payload.data()),
+                         static_cast<int>(std::min<size_t>(payload.size(), INT32_MAX)));
+  uint32_t size = 0;
+  if (!outer.ReadVarint32(&size)) return malformed;
+  const size_t start = static_cast<size_t>(outer.CurrentPosition());
+  if (size > payload.size() - start) return malformed;
+  const char* base = payload.data() + start;
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(base), static_cast<int>(size));
+  RequestHeaderView header;
+  header.message_offset = start + size;
+  while (uint32_t tag = in.ReadTag()) {
+    switch (tag) {
+      case kMethodTag:
+        if (!ReadBytes(in, base, header.method)) return malformed;
+        break;
+      case kTimeoutTag:
+        if (!in.ReadVarint64(&header.timeout_us)) return malformed;
+        break;
+      case kMetadataTag: {
+        uint32_t entry_size = 0;
+        if (!in.ReadVarint32(&entry_size)) return malformed;
+        const auto limit = in.PushLimit(static_cast<int>(entry_size));
+        std::string_view key, value;
+        while (uint32_t field = in.ReadTag()) {
+          bool ok = field == kKeyTag     ? ReadBytes(in, base, key)
+                    : field == kValueTag ? ReadBytes(in, base, value)
+                                         : WireFormatLite::SkipField(&in, field);
+          if (!ok) return malformed;
+        }
+        if (!in.ConsumedEntireMessage()) return malformed;
+        in.PopLimit(limit);
+        header.metadata.emplace_back(key, value);
+        break;
+      }
+      default:
+        if (!WireFormatLite::SkipField(&in, tag)) return malformed;
+    }
+  }
+  if (!in.ConsumedEntireMessage() || in.CurrentPosition() != static_cast<int>(size)) {
+    return malformed;
+  }
+  return header;
 }
 
 void ToWire(const Metadata& metadata,

@@ -35,6 +35,16 @@ std::string EncodePayload(const google::protobuf::MessageLite& header, std::stri
 absl::StatusOr<size_t> DecodePayloadHeader(std::string_view payload,
                                            google::protobuf::MessageLite& header);
 
+// A RequestHeader decoded without building the message: `method` points into the payload.
+struct RequestHeaderView {
+  std::string_view method;
+  uint64_t timeout_us = 0;
+  Metadata metadata;
+  size_t message_offset = 0;  // where the request message starts in the payload
+};
+// kInvalidArgument if the header is cut short or malformed. Unknown fields are skipped.
+absl::StatusOr<RequestHeaderView> DecodeRequestHeader(std::string_view payload);
+
 void ToWire(const Metadata& metadata, google::protobuf::RepeatedPtrField<wire::MetadataEntry>& out);
 Metadata FromWire(const google::protobuf::RepeatedPtrField<wire::MetadataEntry>& entries);
 
