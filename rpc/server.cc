@@ -239,6 +239,7 @@ class ServerSession final : public Session {
         result = absl::InternalError(absl::StrCat(call->ctx.method(), ": handler failed"));
       }
     }
+    transport::ReturnBuffer(std::move(payload));
     self->FinishCall(*call, std::move(result), method->returns_payload);
   }
 

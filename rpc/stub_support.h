@@ -18,6 +18,7 @@
 #include "rpc/channel.h"
 #include "rpc/internal/wire.h"
 #include "rpc/service.h"
+#include "transport/frame.h"
 
 namespace courier::internal {
 
@@ -37,7 +38,9 @@ asio::awaitable<absl::StatusOr<Response>> FinishUnaryCall(std::shared_ptr<Channe
   if (!reply.ok()) co_return reply.status();
   Response response;
   const std::string_view bytes = reply->message();
-  if (!response.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+  const bool parsed = response.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()));
+  transport::ReturnBuffer(std::move(reply->payload));
+  if (!parsed) {
     co_return absl::InternalError(
         absl::StrCat(method, ": response does not parse as ", response.GetTypeName()));
   }

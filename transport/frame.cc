@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -24,7 +25,50 @@ uint32_t GetU32(const std::byte* at) {
   return v;
 }
 
+// Buffers below this are cheap to allocate; above it, page faults dominate.
+constexpr size_t kPooledMinimum = 64 * 1024;
+constexpr size_t kPoolBuffers = 4;
+constexpr size_t kPoolBytes = 32 * 1024 * 1024;
+
+struct BufferPool {
+  std::vector<std::string> buffers;
+  size_t bytes = 0;
+};
+BufferPool& ThreadPool() {
+  thread_local BufferPool pool;
+  return pool;
+}
+
 }  // namespace
+
+std::string TakeBuffer(size_t size) {
+  BufferPool& pool = ThreadPool();
+  if (size >= kPooledMinimum) {
+    for (size_t i = 0; i < pool.buffers.size(); ++i) {
+      if (pool.buffers[i].capacity() < size) continue;
+      std::string buffer = std::move(pool.buffers[i]);
+      pool.buffers.erase(pool.buffers.begin() + static_cast<std::ptrdiff_t>(i));
+      pool.bytes -= buffer.capacity();
+      buffer.resize(size);
+      return buffer;
+    }
+  }
+  return std::string(size, '\0');
+}
+
+void ReturnBuffer(std::string&& buffer) {
+  BufferPool& pool = ThreadPool();
+  const size_t capacity = buffer.capacity();
+  if (capacity < kPooledMinimum || capacity > kPoolBytes) return;
+  while (!pool.buffers.empty() &&
+         (pool.buffers.size() >= kPoolBuffers || pool.bytes + capacity > kPoolBytes)) {
+    pool.bytes -= pool.buffers.front().capacity();
+    pool.buffers.erase(pool.buffers.begin());
+  }
+  buffer.clear();
+  pool.bytes += capacity;
+  pool.buffers.push_back(std::move(buffer));
+}
 
 FrameHeaderBytes EncodeFrameHeader(const Frame& frame) {
   assert(frame.payload.size() <= UINT32_MAX);
@@ -106,8 +150,13 @@ std::span<std::byte> FrameDecoder::PayloadBuffer(size_t max) {
   size_t want = std::min(max, size_t(partial_length_) - filled_);
   if (payload.size() < filled_ + want) {
     // Grow geometrically but never past the declared length: memory follows received bytes.
-    size_t grown = std::max({filled_ + want, payload.size() * 2, kEagerPayload});
-    payload.resize(std::min(grown, size_t(partial_length_)));
+    size_t grown = std::min(std::max({filled_ + want, payload.size() * 2, kEagerPayload}),
+                            size_t(partial_length_));
+    if (payload.empty()) {
+      payload = TakeBuffer(grown);
+    } else {
+      payload.resize(grown);
+    }
   }
   return std::as_writable_bytes(std::span<char>(payload.data() + filled_, want));
 }

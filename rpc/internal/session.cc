@@ -161,6 +161,7 @@ asio::awaitable<void> Session::WriteLoop() {
     }
     writing_.swap(outbox_);
     absl::Status status = co_await framed_.WriteFrames(writing_);
+    for (Frame& frame : writing_) transport::ReturnBuffer(std::move(frame.payload));
     writing_.clear();
     if (!status.ok()) {
       Close(transport::Annotate(status, absl::StrCat("write to ", options_.peer_name)));

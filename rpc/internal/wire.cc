@@ -64,7 +64,7 @@ std::string EncodeRequest(std::string_view method, const CallOptions& options, s
     header += LengthDelimitedSize(StringFieldSize(key.size()) + StringFieldSize(value.size()));
   }
   const size_t prefix = CodedOutputStream::VarintSize64(header);
-  std::string payload(prefix + header + message_size, '\0');
+  std::string payload = transport::TakeBuffer(prefix + header + message_size);
   char* at = payload.data();
   at = reinterpret_cast<char*>(
       CodedOutputStream::WriteVarint64ToArray(header, reinterpret_cast<uint8_t*>(at)));
@@ -93,7 +93,7 @@ std::string EncodeOkResponse(const Metadata& metadata,
   const size_t header_size = header.ByteSizeLong();
   const size_t message_size = message.ByteSizeLong();
   const size_t prefix = CodedOutputStream::VarintSize32(static_cast<uint32_t>(header_size));
-  std::string payload(prefix + header_size + message_size, '\0');
+  std::string payload = transport::TakeBuffer(prefix + header_size + message_size);
   auto* at = reinterpret_cast<uint8_t*>(payload.data());
   at = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(header_size), at);
   at = header.SerializeWithCachedSizesToArray(at);

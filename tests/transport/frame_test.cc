@@ -596,3 +596,38 @@ TEST(FrameDecoder, MidFrameIsTrueOnPartialInputAndFalseAtFrameBoundaries) {
 
 }  // namespace
 }  // namespace courier::transport
+
+namespace courier::transport {
+namespace {
+
+// A pooled buffer shows in its capacity: a small request served from the pool gets the big
+// buffer returned earlier.
+TEST(BufferPool, ReusesABigReturnedBuffer) {
+  std::string first = TakeBuffer(1 << 20);
+  ASSERT_EQ(first.size(), size_t{1} << 20);
+  ReturnBuffer(std::move(first));
+  std::string second = TakeBuffer(100 * 1024);
+  EXPECT_EQ(second.size(), size_t{100 * 1024});
+  EXPECT_GE(second.capacity(), size_t{1} << 20);
+  std::string third = TakeBuffer(100 * 1024);  // the pool is empty again
+  EXPECT_LT(third.capacity(), size_t{1} << 20);
+}
+
+TEST(BufferPool, SmallBuffersAreNotKeptAndThePoolIsBounded) {
+  std::string small = TakeBuffer(100);
+  EXPECT_EQ(small.size(), 100u);
+  ReturnBuffer(std::move(small));
+  std::vector<std::string> big;
+  for (int i = 0; i < 10; ++i) big.push_back(TakeBuffer(512 * 1024));
+  for (std::string& b : big) ReturnBuffer(std::move(b));
+  int pooled = 0;
+  std::vector<std::string> again;
+  for (int i = 0; i < 10; ++i) {
+    again.push_back(TakeBuffer(64 * 1024));
+    pooled += again.back().capacity() >= 512 * 1024;
+  }
+  EXPECT_EQ(pooled, 4);  // the pool keeps at most four
+}
+
+}  // namespace
+}  // namespace courier::transport
