@@ -6,6 +6,19 @@
 # the first IMPORT_DIR holding it (default: the .proto's own directory), which becomes a PUBLIC
 # include dir: proto/examples/echo.proto with IMPORT_DIRS proto gives "examples/echo.courier.h".
 # The outputs are regenerated when a .proto or the plugin changes.
+# Sets `out` to `proto`'s path relative to the first of `import_dirs` that holds it; a
+# configure error if none does. Shared with courier_proto_library.
+function(courier_proto_relative_path out proto import_dirs)
+  foreach(dir ${import_dirs})
+    file(RELATIVE_PATH candidate ${dir} ${proto})
+    if(NOT candidate MATCHES "^\\.\\.")
+      set(${out} ${candidate} PARENT_SCOPE)
+      return()
+    endif()
+  endforeach()
+  message(FATAL_ERROR "${proto} is under none of the import dirs ${import_dirs}")
+endfunction()
+
 function(courier_generate)
   cmake_parse_arguments(ARG "" "TARGET" "PROTOS;IMPORT_DIRS" ${ARGN})
   if(NOT ARG_TARGET OR NOT ARG_PROTOS)
@@ -34,16 +47,7 @@ function(courier_generate)
       get_filename_component(own ${abs} DIRECTORY)
       set(dirs ${own})
     endif()
-    set(rel)
-    foreach(dir ${dirs})
-      file(RELATIVE_PATH candidate ${dir} ${abs})
-      if(NOT rel AND NOT candidate MATCHES "^\\.\\.")
-        set(rel ${candidate})
-      endif()
-    endforeach()
-    if(NOT rel)
-      message(FATAL_ERROR "courier_generate: ${proto} is under none of IMPORT_DIRS ${dirs}")
-    endif()
+    courier_proto_relative_path(rel ${abs} "${dirs}")
     set(import_flags)
     foreach(dir ${dirs})
       list(APPEND import_flags -I${dir})

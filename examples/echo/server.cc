@@ -10,10 +10,8 @@
 #include <string_view>
 #include <vector>
 
-#include "asio/co_spawn.hpp"
-#include "asio/detached.hpp"
 #include "asio/io_context.hpp"
-#include "asio/signal_set.hpp"
+#include "examples/common/serve.h"
 #include "examples/echo.courier.h"
 
 namespace {
@@ -58,33 +56,5 @@ int main(int argc, char** argv) {
   courier::ServerOptions options;
   options.threads = threads;
   courier::Server server(io.get_executor(), options);
-  if (absl::Status s = server.AddService(echo); !s.ok()) {
-    std::fprintf(stderr, "%s\n", s.ToString().c_str());
-    return 1;
-  }
-  for (const std::string& uri : uris) {
-    absl::StatusOr<courier::Endpoint> endpoint = server.Listen(uri);
-    if (!endpoint.ok()) {
-      std::fprintf(stderr, "%s: %s\n", absl::StatusCodeToString(endpoint.status().code()).c_str(),
-                   std::string(endpoint.status().message()).c_str());
-      return 1;
-    }
-    std::printf("listening on %s\n", endpoint->ToString().c_str());
-  }
-  std::fflush(stdout);
-
-  asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](std::error_code ec, int) {
-    if (ec) return;
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-          co_await server.Shutdown(std::chrono::seconds(5));
-          std::printf("shut down\n");
-          std::fflush(stdout);
-        },
-        asio::detached);
-  });
-  io.run();
-  return 0;
+  return courier::examples::Serve(io, server, echo, uris);
 }

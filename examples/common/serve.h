@@ -1,0 +1,53 @@
+// The part every example server's main() shares: add the service, listen on each URI printing
+// "listening on URI" (the real port for port 0), serve until SIGINT/SIGTERM, then shut down
+// gracefully (5 s drain) and print "shut down". Header-only, for examples.
+#pragma once
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "asio/co_spawn.hpp"
+#include "asio/detached.hpp"
+#include "asio/io_context.hpp"
+#include "asio/signal_set.hpp"
+#include "rpc/server.h"
+#include "rpc/service.h"
+
+namespace courier::examples {
+
+// Returns the process exit code: 0 after a graceful shutdown, 1 if a URI could not be served
+// (the status code name and message go to stderr).
+inline int Serve(asio::io_context& io, Server& server, ServiceBase& service,
+                 const std::vector<std::string>& uris) {
+  auto fail = [](const absl::Status& s) {
+    std::fprintf(stderr, "%s: %s\n", absl::StatusCodeToString(s.code()).c_str(),
+                 std::string(s.message()).c_str());
+    return 1;
+  };
+  if (absl::Status s = server.AddService(service); !s.ok()) return fail(s);
+  for (const std::string& uri : uris) {
+    absl::StatusOr<Endpoint> endpoint = server.Listen(uri);
+    if (!endpoint.ok()) return fail(endpoint.status());
+    std::printf("listening on %s\n", endpoint->ToString().c_str());
+  }
+  std::fflush(stdout);
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](std::error_code ec, int) {
+    if (ec) return;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          co_await server.Shutdown(std::chrono::seconds(5));
+          std::printf("shut down\n");
+          std::fflush(stdout);
+        },
+        asio::detached);
+  });
+  io.run();
+  return 0;
+}
+
+}  // namespace courier::examples
