@@ -38,10 +38,10 @@ bool CheckUnary(const FileDescriptor& file, std::string* error) {
                          : method.client_streaming() ? "client streaming"
                                                      : "server streaming";
       // protoc prefixes the file name.
-      *error = absl::StrCat("service ", file.service(s)->name(), ", method ", method.name(), ": ",
-                            kind,
-                            " methods are not supported by protoc-gen-courier yet; "
-                            "only unary methods are");
+      *error =
+          absl::StrCat("service ", file.service(s)->name(), ", method ", method.name(), ": ", kind,
+                       " methods are not supported by protoc-gen-courier yet; "
+                       "only unary methods are");
       return false;
     }
   }

@@ -85,8 +85,7 @@ class ServerContext {
 
 namespace internal {
 
-// Asio completion token that never throws: results arrive as a tuple with the error_code.
-inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+using transport::use_nothrow;
 
 // The single adapter from a courier coroutine to callbacks, futures or any other Asio token.
 // The operation runs on `ex`; the handler receives absl::StatusOr<T>.

@@ -101,9 +101,7 @@ class ServerSession final : public Session {
     drain_timer_.async_wait(
         [self = std::static_pointer_cast<ServerSession>(shared_from_this())](std::error_code ec) {
           if (ec || self->closed()) return;
-          std::vector<std::shared_ptr<ServerCall>> calls;
-          for (auto& [id, call] : self->calls_) calls.push_back(call);
-          for (auto& call : calls) self->Cancel(*call, CancelReason::kShutdown);
+          self->CancelAll(CancelReason::kShutdown);
         });
   }
 
@@ -132,9 +130,7 @@ class ServerSession final : public Session {
     }
     drain_timer_.cancel();
     deadline_timer_.cancel();
-    std::vector<std::shared_ptr<ServerCall>> calls;
-    for (auto& [id, call] : calls_) calls.push_back(call);
-    for (auto& call : calls) Cancel(*call, CancelReason::kConnectionLost);
+    CancelAll(CancelReason::kConnectionLost);
     reactor_->sessions.erase(this);
     SessionGone(state_);
   }
@@ -241,6 +237,12 @@ class ServerSession final : public Session {
     }
     transport::ReturnBuffer(std::move(payload));
     self->FinishCall(*call, std::move(result), method->returns_payload);
+  }
+
+  void CancelAll(CancelReason reason) {
+    std::vector<std::shared_ptr<ServerCall>> calls;  // a snapshot: cancelling may end calls
+    for (auto& [id, call] : calls_) calls.push_back(call);
+    for (auto& call : calls) Cancel(*call, reason);
   }
 
   void Cancel(ServerCall& call, CancelReason reason) {

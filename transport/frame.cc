@@ -121,14 +121,7 @@ absl::Status FrameDecoder::CheckHeader(std::span<const std::byte> h, uint32_t& l
 
 void FrameDecoder::Append(std::span<const std::byte> bytes) {
   if (!error_.ok() || bytes.empty()) return;
-  if (partial_ && offset_ == buffer_.size()) {
-    while (!bytes.empty() && filled_ < partial_length_) {
-      std::span<std::byte> into = PayloadBuffer(bytes.size());
-      std::memcpy(into.data(), bytes.data(), into.size());
-      CommitPayload(into.size());
-      bytes = bytes.subspan(into.size());
-    }
-  }
+  if (partial_ && offset_ == buffer_.size()) bytes = bytes.subspan(FillPayload(bytes));
   if (bytes.empty()) return;
   if (offset_ > 0 && offset_ == buffer_.size()) {
     buffer_.clear();
@@ -145,7 +138,11 @@ size_t FrameDecoder::payload_remaining() const {
 bool FrameDecoder::mid_frame() const { return partial_.has_value() || offset_ < buffer_.size(); }
 
 std::span<std::byte> FrameDecoder::PayloadBuffer(size_t max) {
-  if (!partial_ || offset_ != buffer_.size() || filled_ == partial_length_) return {};
+  if (!partial_ || offset_ != buffer_.size()) return {};
+  return PayloadRoom(max);
+}
+
+std::span<std::byte> FrameDecoder::PayloadRoom(size_t max) {
   std::string& payload = partial_->payload;
   size_t want = std::min(max, size_t(partial_length_) - filled_);
   if (payload.size() < filled_ + want) {
@@ -161,6 +158,17 @@ std::span<std::byte> FrameDecoder::PayloadBuffer(size_t max) {
   return std::as_writable_bytes(std::span<char>(payload.data() + filled_, want));
 }
 
+size_t FrameDecoder::FillPayload(std::span<const std::byte> bytes) {
+  size_t copied = 0;
+  while (copied < bytes.size() && filled_ < partial_length_) {
+    std::span<std::byte> into = PayloadRoom(bytes.size() - copied);
+    std::memcpy(into.data(), bytes.data() + copied, into.size());
+    filled_ += into.size();
+    copied += into.size();
+  }
+  return copied;
+}
+
 void FrameDecoder::CommitPayload(size_t n) {
   assert(partial_ && filled_ + n <= partial_->payload.size());
   filled_ += n;
@@ -171,23 +179,13 @@ absl::StatusOr<std::optional<Frame>> FrameDecoder::Next() {
   if (partial_) {
     if (filled_ < partial_length_) {
       // Bytes appended while the payload buffer was not being used directly.
-      std::span<const std::byte> rest =
-          std::as_bytes(std::span<const char>(buffer_.data() + offset_, buffer_.size() - offset_));
-      size_t n = std::min(rest.size(), size_t(partial_length_) - filled_);
-      offset_ = buffer_.size();  // PayloadBuffer() requires an empty buffer
-      size_t copied = 0;
-      while (copied < n) {
-        std::span<std::byte> into = PayloadBuffer(n - copied);
-        std::memcpy(into.data(), rest.data() + copied, into.size());
-        CommitPayload(into.size());
-        copied += into.size();
-      }
-      offset_ = buffer_.size() - (rest.size() - n);
+      offset_ += FillPayload(
+          std::as_bytes(std::span<const char>(buffer_.data() + offset_, buffer_.size() - offset_)));
       if (filled_ < partial_length_) return std::nullopt;
     }
     Frame frame = std::move(*partial_);
     partial_.reset();
-    frame.payload.resize(partial_length_);
+    assert(frame.payload.size() == partial_length_);  // PayloadRoom never grows past the length
     return std::optional<Frame>(std::move(frame));
   }
   const size_t available = buffer_.size() - offset_;

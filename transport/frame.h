@@ -95,6 +95,10 @@ class FrameDecoder {
 
  private:
   absl::Status Fail(absl::Status status);
+  // Room for up to `max` more payload bytes of the partial frame (growing its buffer).
+  std::span<std::byte> PayloadRoom(size_t max);
+  // Copies the front of `bytes` into the partial frame's payload; returns how many it took.
+  size_t FillPayload(std::span<const std::byte> bytes);
   absl::Status CheckHeader(std::span<const std::byte> header, uint32_t& length);
 
   FrameLimits limits_;

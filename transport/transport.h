@@ -16,9 +16,15 @@
 #include "asio/any_io_executor.hpp"
 #include "asio/awaitable.hpp"
 #include "asio/buffer.hpp"
+#include "asio/experimental/as_tuple.hpp"
+#include "asio/use_awaitable.hpp"
 #include "transport/endpoint.h"
 
 namespace courier::transport {
+
+// Asio completion token that never throws: results arrive as a tuple with the error_code. Our
+// code never throws (STYLE §5), so every await in courier uses it.
+inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 
 // What a transport can and cannot do; the framing and rpc layers adapt to it.
 struct Traits {

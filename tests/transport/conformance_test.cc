@@ -44,7 +44,6 @@ using ::courier::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 
 asio::awaitable<absl::Status> Write(Connection& connection, std::string_view data) {
   asio::const_buffer buffer(data.data(), data.size());

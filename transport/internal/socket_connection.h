@@ -37,8 +37,7 @@
 
 namespace courier::transport::internal {
 
-// Completion token for coroutines that never throw: results arrive as (error_code, ...) tuples.
-inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+using transport::use_nothrow;
 
 // "tcp://127.0.0.1:7000", "tcp://[::1]:7000". An IPv4-mapped IPv6 address (a dual-stack
 // listener's IPv4 peer) is shown as IPv4.
