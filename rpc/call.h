@@ -39,10 +39,15 @@ struct CallOptions {
   // the handler when it passes. The call ends with kDeadlineExceeded.
   // Clock::duration::max() means no deadline.
   Clock::duration timeout = kDefaultCallTimeout;
+  // Keys lowercase ASCII (a-z 0-9 - _ .), at most 64 entries and about 15 KiB in all; a call
+  // over that fails locally (kInvalidArgument, kResourceExhausted).
   Metadata metadata;
   // If set, receives the metadata the server sent with its response; must stay valid until the
   // call completes.
   Metadata* response_metadata = nullptr;
+  // While the channel cannot connect (backing off after a failed attempt), a call fails at once
+  // with kUnavailable; with wait_for_ready it waits for a connection until its deadline.
+  bool wait_for_ready = false;
 };
 
 // What a handler knows about its call. Valid until the handler's coroutine completes; use it

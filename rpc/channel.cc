@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <random>
 #include <thread>
 #include <utility>
 #include <variant>
@@ -35,7 +36,9 @@ struct PendingCall {
   Frame request;  // until handed to a session
   // Where the request went; reset when that session closes, so non-null means alive.
   ClientSession* session = nullptr;
+  uint64_t sequence = 0;  // the request's Session::Send number, for Unsend
   Metadata* response_metadata = nullptr;
+  bool wait_for_ready = false;
 };
 
 // A reactor thread a channel owns (Channel::Create(uri)). The thread holds a reference, so the
@@ -71,6 +74,9 @@ class ClientSession final : public Session {
 
  private:
   void OnHandshake() override { handshake_wait_.cancel(); }
+  void OnQueueDrained() override {
+    if (channel_ != nullptr) channel_->PumpWaiting();
+  }
   void OnFrame(Frame frame) override {
     switch (frame.type) {
       case FrameType::kResponse:
@@ -107,6 +113,18 @@ using internal::use_nothrow;
 using transport::Frame;
 using transport::FrameType;
 
+
+namespace {
+
+// A wait of `base` randomised by ±jitter, as gRPC's connection backoff.
+Clock::duration Jittered(Clock::duration base, double jitter) {
+  thread_local std::mt19937_64 random{std::random_device{}()};
+  std::uniform_real_distribution<double> factor(1 - jitter, 1 + jitter);
+  return std::chrono::duration_cast<Clock::duration>(base * factor(random));
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<Channel>> Channel::Create(asio::any_io_executor executor,
                                                          std::string_view uri,
                                                          ChannelOptions options) {
@@ -125,7 +143,10 @@ Channel::Channel(ConstructionKey, asio::any_io_executor executor, Endpoint endpo
       endpoint_(std::move(endpoint)),
       uri_(endpoint_.ToString()),
       transport_(std::move(transport)),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      next_backoff_(options_.backoff.initial),
+      retry_timer_(executor_),
+      abandon_dial_(executor_, Clock::time_point::max()) {}
 
 absl::StatusOr<std::shared_ptr<Channel>> Channel::Create(std::string_view uri,
                                                          ChannelOptions options) {
@@ -143,7 +164,8 @@ bool Channel::on_own_reactor_thread() const {
 }
 
 Channel::~Channel() {
-  // No call is in flight (each holds a reference), so only the idle connection is left.
+  // No call is in flight and no dial runs (each holds a reference), so only the idle
+  // connection is left.
   auto close = [session = std::move(session_)] {
     if (session == nullptr) return;
     session->DetachChannel();
@@ -167,25 +189,38 @@ uint32_t Channel::NextCallId() {
   return next_call_id_;
 }
 
+size_t Channel::calls_waiting() const {
+  size_t n = 0;
+  for (uint32_t id : waiting_) {
+    if (auto it = pending_.find(id); it != pending_.end() && it->second->session == nullptr &&
+                                     !it->second->result) {
+      ++n;
+    }
+  }
+  return n;
+}
+
 asio::awaitable<absl::StatusOr<std::string>> Channel::CallBytes(std::string method,
                                                                 std::string request,
                                                                 CallOptions options) {
+  if (absl::Status s = internal::ValidateMetadata(options.metadata); !s.ok()) {
+    co_return transport::Annotate(s, method);
+  }
   const size_t size = request.size();
   std::string payload = internal::EncodeRequest(
       method, options, size, [&](char* at) { std::memcpy(at, request.data(), size); });
   request = std::string();
-  absl::StatusOr<internal::Reply> reply = co_await CallEncoded(
-      method, std::move(payload), size, options.timeout, options.response_metadata);
+  absl::StatusOr<internal::Reply> reply =
+      co_await CallEncoded(method, std::move(payload), size, options.timeout,
+                           options.response_metadata, options.wait_for_ready);
   if (!reply.ok()) co_return reply.status();
   reply->payload.erase(0, reply->offset);
   co_return std::move(reply->payload);
 }
 
-asio::awaitable<absl::StatusOr<internal::Reply>> Channel::CallEncoded(std::string_view method,
-                                                                      std::string payload,
-                                                                      size_t message_size,
-                                                                      Clock::duration timeout,
-                                                                      Metadata* response_metadata) {
+asio::awaitable<absl::StatusOr<internal::Reply>> Channel::CallEncoded(
+    std::string_view method, std::string payload, size_t message_size, Clock::duration timeout,
+    Metadata* response_metadata, bool wait_for_ready) {
   std::shared_ptr<Channel> self = shared_from_this();
   if (closed_) co_return absl::CancelledError(absl::StrCat("channel to ", uri_, " is closed"));
   if (message_size > options_.max_message_size) {
@@ -200,11 +235,12 @@ asio::awaitable<absl::StatusOr<internal::Reply>> Channel::CallEncoded(std::strin
   PendingCall call(executor_);
   call.wake.expires_at(deadline);
   call.response_metadata = response_metadata;
+  call.wait_for_ready = wait_for_ready;
   const uint32_t call_id = NextCallId();
   call.request =
       Frame{FrameType::kRequest, transport::kFlagEndOfStream, call_id, std::move(payload)};
   pending_.emplace(call_id, &call);
-  SendOrQueue(call_id, call);
+  Dispatch(call_id, call);
 
   if (!call.result) co_await call.wake.async_wait(use_nothrow);
   pending_.erase(call_id);
@@ -214,8 +250,10 @@ asio::awaitable<absl::StatusOr<internal::Reply>> Channel::CallEncoded(std::strin
   if (call.result) {
     result = std::move(*call.result);
   } else {
-    if (session != nullptr && !session->closed()) {
-      session->Send(Frame{FrameType::kCancel, 0, call_id, {}});  // tell the server we gave up
+    // We gave up. A request still queued is taken back (the server never sees it); one already
+    // written is cancelled.
+    if (session != nullptr && !session->closed() && !session->Unsend(call.sequence)) {
+      session->Send(Frame{FrameType::kCancel, 0, call_id, {}});
     }
     const bool expired = Clock::now() >= deadline;
     result =
@@ -226,17 +264,59 @@ asio::awaitable<absl::StatusOr<internal::Reply>> Channel::CallEncoded(std::strin
   if (session != nullptr && session->draining && session->calls == 0 && !session->closed()) {
     session->Close(absl::CancelledError("drained after goaway"));
   }
+  if (session == nullptr && dialing_ && !AnyoneWaiting()) {
+    abandon_dial_.cancel();  // nobody waits for the connection any more
+  }
+  if (session == nullptr && !AnyoneWaiting()) retry_timer_.cancel();
+  if (waiting_.size() > 2 * pending_.size() + 64) {
+    std::erase_if(waiting_, [this](uint32_t id) { return !pending_.contains(id); });
+  }
+  PumpWaiting();  // a slot may have come free
   co_return result;
 }
 
-void Channel::SendOrQueue(uint32_t call_id, PendingCall& call) {
-  if (session_ == nullptr || session_->closed()) {
-    session_.reset();
-    waiting_for_connection_.push_back(call_id);
-    StartDial();
+bool Channel::CanSendNow() const {
+  if (session_ == nullptr || session_->closed() || session_->draining) return false;
+  if (session_->over_queue_bound()) return false;
+  uint32_t limit = session_->peer_max_concurrent_calls();
+  if (options_.max_concurrent_calls != 0 &&
+      (limit == 0 || options_.max_concurrent_calls < limit)) {
+    limit = options_.max_concurrent_calls;
+  }
+  return limit == 0 || session_->calls < limit;
+}
+
+void Channel::Dispatch(uint32_t call_id, PendingCall& call) {
+  if (session_ != nullptr && (session_->closed() || session_->draining)) session_.reset();
+  if (session_ != nullptr) {
+    if (waiting_.empty() && CanSendNow()) {
+      SendOn(*session_, call_id, call);
+    } else {
+      waiting_.push_back(call_id);  // behind earlier calls, in order
+      PumpWaiting();
+    }
     return;
   }
-  const size_t limit = std::min(session_->peer_max_frame_payload(),
+  if (!dialing_ && Clock::now() < retry_at_ && !call.wait_for_ready) {
+    // Backing off after a failed attempt: fail fast, as gRPC does, rather than dial again.
+    Complete(call, absl::UnavailableError(absl::StrCat(
+                       last_failure_.message(), " (waiting ",
+                       std::chrono::duration_cast<std::chrono::milliseconds>(retry_at_ -
+                                                                             Clock::now())
+                           .count(),
+                       " ms before the next attempt)")));
+    return;
+  }
+  waiting_.push_back(call_id);
+  if (Clock::now() < retry_at_) {
+    ScheduleRetry();
+  } else {
+    StartDial();
+  }
+}
+
+void Channel::SendOn(ClientSession& session, uint32_t call_id, PendingCall& call) {
+  const size_t limit = std::min(session.peer_max_frame_payload(),
                                 size_t(internal::FrameLimitFor(options_.max_message_size)));
   if (call.request.payload.size() > limit) {
     Complete(call, absl::ResourceExhaustedError(
@@ -244,9 +324,40 @@ void Channel::SendOrQueue(uint32_t call_id, PendingCall& call) {
                                     " bytes exceeds the limit of ", limit, " bytes of ", uri_)));
     return;
   }
-  call.session = session_.get();
-  ++session_->calls;
-  session_->Send(std::move(call.request));
+  call.session = &session;
+  ++session.calls;
+  call.sequence = session.Send(std::move(call.request));
+}
+
+void Channel::PumpWaiting() {
+  while (!waiting_.empty()) {
+    auto it = pending_.find(waiting_.front());
+    if (it == pending_.end() || it->second->result || it->second->session != nullptr) {
+      waiting_.pop_front();  // gave up, or already sent
+      continue;
+    }
+    if (!CanSendNow()) break;
+    const uint32_t id = waiting_.front();
+    waiting_.pop_front();
+    SendOn(*session_, id, *it->second);
+  }
+  if (!waiting_.empty() && session_ == nullptr && AnyoneWaiting()) {
+    if (Clock::now() < retry_at_) {
+      ScheduleRetry();
+    } else {
+      StartDial();
+    }
+  }
+}
+
+bool Channel::AnyoneWaiting() const {
+  for (uint32_t id : waiting_) {
+    auto it = pending_.find(id);
+    if (it != pending_.end() && !it->second->result && it->second->session == nullptr) {
+      return true;
+    }
+  }
+  return false;
 }
 
 void Channel::Complete(PendingCall& call, absl::StatusOr<internal::Reply> result) {
@@ -258,21 +369,38 @@ void Channel::Complete(PendingCall& call, absl::StatusOr<internal::Reply> result
 void Channel::StartDial() {
   if (dialing_ || closed_) return;
   dialing_ = true;
+  ++connect_attempts_;
+  abandon_dial_.expires_at(Clock::time_point::max());
   asio::co_spawn(executor_, Dial(shared_from_this()), asio::detached);
+}
+
+// For wait_for_ready calls that arrive while backing off: dial when the wait is over.
+void Channel::ScheduleRetry() {
+  if (dialing_ || closed_) return;
+  retry_timer_.expires_at(retry_at_);
+  retry_timer_.async_wait([weak = weak_from_this()](std::error_code ec) {
+    if (ec) return;
+    if (auto self = weak.lock(); self != nullptr && self->AnyoneWaiting()) self->StartDial();
+  });
 }
 
 asio::awaitable<void> Channel::Dial(std::shared_ptr<Channel> self) {
   using namespace asio::experimental::awaitable_operators;
   co_await asio::this_coro::throw_if_cancelled(false);
-  asio::steady_timer timeout(executor_, options_.connect_timeout);
+  // gRPC's rule: an attempt may take the minimum connect timeout, or the backoff if longer.
+  asio::steady_timer timeout(executor_, std::max(options_.connect_timeout, next_backoff_));
   absl::StatusOr<std::shared_ptr<ClientSession>> session =
       absl::UnavailableError(absl::StrCat("connect to ", uri_, ": failed"));
   try {
-    auto winner = co_await (DialOnce() || timeout.async_wait(use_nothrow));
+    auto winner = co_await (DialOnce() || timeout.async_wait(use_nothrow) ||
+                            abandon_dial_.async_wait(use_nothrow));
     if (winner.index() == 0) {
       session = std::move(std::get<0>(winner));
-    } else {
+    } else if (winner.index() == 1) {
       session = absl::UnavailableError(absl::StrCat("connect to ", uri_, ": timed out"));
+    } else {
+      session = absl::UnavailableError(absl::StrCat(
+          "connect to ", uri_, ": abandoned when every call waiting for it had given up"));
     }
   } catch (const std::exception& e) {
     session = absl::UnavailableError(absl::StrCat("connect to ", uri_, ": ", e.what()));
@@ -282,21 +410,37 @@ asio::awaitable<void> Channel::Dial(std::shared_ptr<Channel> self) {
     if (session.ok()) (*session)->Close(absl::CancelledError("channel closed"));
     co_return;
   }
-  std::deque<uint32_t> waiting;
-  waiting.swap(waiting_for_connection_);
   if (!session.ok()) {
-    for (uint32_t id : waiting) {
-      if (auto it = pending_.find(id); it != pending_.end())
-        Complete(*it->second, session.status());
-    }
+    OnDialFailed(session.status());
     co_return;
   }
+  next_backoff_ = options_.backoff.initial;
+  retry_at_ = Clock::time_point::min();
+  last_failure_ = absl::OkStatus();
   session_ = *std::move(session);
+  PumpWaiting();
+}
+
+void Channel::OnDialFailed(const absl::Status& why) {
+  last_failure_ = why;
+  retry_at_ = Clock::now() + Jittered(next_backoff_, options_.backoff.jitter);
+  next_backoff_ = std::min(
+      std::chrono::duration_cast<Clock::duration>(next_backoff_ * options_.backoff.multiplier),
+      options_.backoff.max);
+  // The calls that waited for this attempt fail with its error, except wait_for_ready ones,
+  // which wait for the next attempt.
+  std::deque<uint32_t> waiting;
+  waiting.swap(waiting_);
   for (uint32_t id : waiting) {
-    if (auto it = pending_.find(id); it != pending_.end() && !it->second->result) {
-      SendOrQueue(id, *it->second);
+    auto it = pending_.find(id);
+    if (it == pending_.end() || it->second->result || it->second->session != nullptr) continue;
+    if (it->second->wait_for_ready) {
+      waiting_.push_back(id);
+    } else {
+      Complete(*it->second, why);
     }
   }
+  if (!waiting_.empty()) ScheduleRetry();
 }
 
 asio::awaitable<absl::StatusOr<std::shared_ptr<ClientSession>>> Channel::DialOnce() {
@@ -304,14 +448,20 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<ClientSession>>> Channel::DialOnc
   absl::StatusOr<std::unique_ptr<transport::Connection>> connection =
       co_await transport_->Connect(endpoint_);
   if (!connection.ok()) {
-    // Whatever the transport said, the server cannot be reached: UNAVAILABLE, as in gRPC.
-    co_return absl::UnavailableError(
-        absl::StrCat("connect to ", uri_, ": ", connection.status().message()));
+    // A bad address stays kInvalidArgument; otherwise the server cannot be reached:
+    // UNAVAILABLE, as in gRPC.
+    const absl::StatusCode code = connection.status().code() == absl::StatusCode::kInvalidArgument
+                                      ? absl::StatusCode::kInvalidArgument
+                                      : absl::StatusCode::kUnavailable;
+    co_return absl::Status(
+        code, absl::StrCat("connect to ", uri_, ": ", connection.status().message()));
   }
   internal::SessionOptions session_options;
   session_options.max_message_size = options_.max_message_size;
   session_options.keepalive_interval = options_.keepalive_interval;
   session_options.keepalive_timeout = options_.keepalive_timeout;
+  session_options.stall_timeout = options_.frame_stall_timeout;
+  session_options.max_queued_bytes = options_.max_queued_bytes;
   session_options.peer_name = uri_;
   auto session =
       std::make_shared<ClientSession>(*std::move(connection), std::move(session_options), this);
@@ -344,12 +494,19 @@ void Channel::OnResponse(ClientSession& session, Frame frame) {
     Complete(call, std::move(status));
     return;
   }
+  if (frame.payload.size() - *offset > options_.max_message_size) {
+    Complete(call, absl::ResourceExhaustedError(absl::StrCat(
+                       "response message of ", frame.payload.size() - *offset,
+                       " bytes exceeds the limit of ", options_.max_message_size, " bytes")));
+    return;
+  }
   Complete(call, internal::Reply{std::move(frame.payload), *offset});
 }
 
 void Channel::OnGoAway(ClientSession& session) {
   if (session_.get() == &session) session_.reset();  // new calls go to a new connection
   if (session.calls == 0) session.Close(absl::CancelledError("goaway with no calls in flight"));
+  PumpWaiting();  // calls waiting for room go to a new connection
 }
 
 void Channel::OnSessionClosed(ClientSession& session, const absl::Status& why) {
@@ -363,6 +520,10 @@ void Channel::OnSessionClosed(ClientSession& session, const absl::Status& why) {
     Complete(*call, status);
     call->session = nullptr;  // the session is gone before the call's coroutine resumes
   }
+  // Calls still waiting for room on that connection go to a new one.
+  asio::post(executor_, [weak = weak_from_this()] {
+    if (auto self = weak.lock(); self != nullptr && !self->closed_) self->PumpWaiting();
+  });
 }
 
 void Channel::Close() {
@@ -371,6 +532,8 @@ void Channel::Close() {
   for (auto& [id, call] : pending_) {
     Complete(*call, absl::CancelledError(absl::StrCat("channel to ", uri_, " closed")));
   }
+  abandon_dial_.cancel();
+  retry_timer_.cancel();
   if (session_ != nullptr) {
     std::shared_ptr<ClientSession> session = std::move(session_);
     session->Close(absl::CancelledError("channel closed"));

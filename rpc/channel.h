@@ -30,13 +30,37 @@ struct OwnedReactor;
 struct PendingCall;
 }  // namespace internal
 
+// Connection backoff, as gRPC specifies it: after the n-th failed attempt in a row the channel
+// waits initial * multiplier^(n-1) (at most `max`), each wait randomised by ±jitter.
+struct BackoffOptions {
+  Clock::duration initial = std::chrono::seconds(1);
+  double multiplier = 1.6;
+  double jitter = 0.2;
+  Clock::duration max = std::chrono::seconds(120);
+};
+
 struct ChannelOptions {
   // Largest message sent or received; a bigger request fails with kResourceExhausted before it
   // is sent, a bigger response makes the server answer kResourceExhausted.
   size_t max_message_size = kDefaultMaxMessageSize;
-  // Connecting (including the protocol hello) gives up after this; calls also give up at their
-  // own deadline.
+  // A connection attempt (including the protocol hello) gives up after this, or after the
+  // current backoff if that is longer (gRPC's minimum connect timeout). An attempt no call waits
+  // for any more (they all gave up) is abandoned at once.
   Clock::duration connect_timeout = std::chrono::seconds(20);
+  // Waits between failed connection attempts; calls made while waiting fail fast kUnavailable
+  // unless CallOptions::wait_for_ready. A connection that worked and was lost is redialled at
+  // once.
+  BackoffOptions backoff;
+  // Calls in flight at once on the connection: at most this (0: no limit of ours) and at most
+  // what the server announced; further calls wait in the channel, in order, until their turn or
+  // their deadline.
+  uint32_t max_concurrent_calls = 0;
+  // Above this many bytes queued for writing, new calls wait in the channel and the connection
+  // stops reading until the queue drains.
+  size_t max_queued_bytes = 4 * 1024 * 1024;
+  // A server that stops in the middle of a frame for this long is dropped (calls fail
+  // kUnavailable). 0: never.
+  Clock::duration frame_stall_timeout = std::chrono::seconds(20);
   // Ping after this much silence on the connection; close it (calls in flight fail
   // kUnavailable) if the peer does not answer within keepalive_timeout. 0 disables.
   Clock::duration keepalive_interval = std::chrono::seconds(30);
@@ -83,13 +107,15 @@ class Channel : public std::enable_shared_from_this<Channel> {
 
   // Internal, for rpc/stub_support.h: one call whose request payload is already encoded
   // (internal::EncodeRequest with the same `timeout`), returning the response payload for
-  // in-place parsing. `method` must stay valid until done, and the awaiting coroutine must have
+  // in-place parsing; the metadata was checked with internal::ValidateMetadata. `method` must
+  // stay valid until done, and the awaiting coroutine must have
   // Asio's throw_if_cancelled turned off (internal::WithoutCancellationThrow).
   asio::awaitable<absl::StatusOr<internal::Reply>> CallEncoded(std::string_view method,
                                                                std::string payload,
                                                                size_t message_size,
                                                                Clock::duration timeout,
-                                                               Metadata* response_metadata);
+                                                               Metadata* response_metadata,
+                                                               bool wait_for_ready = false);
 
   // Call() for any completion token: a callback taking absl::StatusOr<std::string>,
   // asio::use_future, asio::use_awaitable...
@@ -108,8 +134,12 @@ class Channel : public std::enable_shared_from_this<Channel> {
   // True on the thread of a reactor the channel owns (see Create(uri)), where blocking on a
   // call would wait forever. Always false for a channel on the caller's executor.
   bool on_own_reactor_thread() const;
-  // Calls waiting for a response (for tests and introspection).
+  // Calls not yet completed, sent or waiting in the channel (for tests and introspection).
   size_t calls_in_flight() const { return pending_.size(); }
+  // Calls waiting in the channel for a connection or for their turn.
+  size_t calls_waiting() const;
+  // Connection attempts made so far (for tests and introspection).
+  uint64_t connect_attempts() const { return connect_attempts_; }
 
  private:
   friend class internal::ClientSession;
@@ -117,10 +147,20 @@ class Channel : public std::enable_shared_from_this<Channel> {
   asio::awaitable<absl::StatusOr<std::string>> CallBytes(std::string method, std::string request,
                                                          CallOptions options);
   uint32_t NextCallId();
-  void SendOrQueue(uint32_t call_id, internal::PendingCall& call);
+  // Sends `call` on the ready connection if it may go now, else queues it in waiting_ (and
+  // dials), or fails it (kUnavailable while backing off, unless wait_for_ready).
+  void Dispatch(uint32_t call_id, internal::PendingCall& call);
+  // Sends waiting calls while the connection has room for them.
+  void PumpWaiting();
+  bool CanSendNow() const;
+  void SendOn(internal::ClientSession& session, uint32_t call_id, internal::PendingCall& call);
+  // True if some call still waits for a connection.
+  bool AnyoneWaiting() const;
   void StartDial();
+  void ScheduleRetry();
   asio::awaitable<void> Dial(std::shared_ptr<Channel> self);
   asio::awaitable<absl::StatusOr<std::shared_ptr<internal::ClientSession>>> DialOnce();
+  void OnDialFailed(const absl::Status& why);
   void Complete(internal::PendingCall& call, absl::StatusOr<internal::Reply> result);
   // From ClientSession, on its executor.
   void OnResponse(internal::ClientSession& session, transport::Frame frame);
@@ -138,8 +178,17 @@ class Channel : public std::enable_shared_from_this<Channel> {
   bool dialing_ = false;
   bool closed_ = false;
   uint32_t next_call_id_ = 0;
+  uint64_t connect_attempts_ = 0;
   absl::flat_hash_map<uint32_t, internal::PendingCall*> pending_;
-  std::deque<uint32_t> waiting_for_connection_;
+  // Calls not yet sent, in order: waiting for a connection or for room on it. Ids of calls that
+  // gave up are skipped when met (and compacted away when they pile up).
+  std::deque<uint32_t> waiting_;
+  // Backoff: no new attempt before retry_at_ (after a failure); the next wait; why it failed.
+  Clock::time_point retry_at_ = Clock::time_point::min();
+  Clock::duration next_backoff_;
+  absl::Status last_failure_;
+  asio::steady_timer retry_timer_;    // redials at retry_at_ for wait_for_ready calls
+  asio::steady_timer abandon_dial_;  // cancelled to abandon the attempt in progress
 };
 
 }  // namespace courier

@@ -17,4 +17,11 @@ void SetLogSink(LogSink sink);
 // Thread-safe.
 void Log(LogSeverity severity, std::string_view message);
 
+// Log() for lines a peer can cause (a connection closed for a protocol error, say): at most
+// kLogBurst lines at once and kLogLinesPerSecond after that, process-wide; the next line that
+// gets through says how many were suppressed. SetLogSink resets the budget. Thread-safe.
+inline constexpr int kLogBurst = 100;
+inline constexpr int kLogLinesPerSecond = 10;
+void LogRateLimited(LogSeverity severity, std::string_view message);
+
 }  // namespace courier

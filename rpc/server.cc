@@ -4,6 +4,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -54,6 +55,7 @@ struct ServerState {
   std::atomic<size_t> active_calls{0};
   std::atomic<size_t> live_sessions{0};
   std::optional<asio::steady_timer> all_closed;  // on main_executor: Shutdown waits here
+  Clock::time_point drain_deadline;
 };
 
 // A session ended (on any reactor): wake Shutdown when it was the last.
@@ -67,12 +69,27 @@ void SessionGone(const std::shared_ptr<ServerState>& state) {
 
 enum class CancelReason { kNone, kClient, kDeadline, kConnectionLost, kShutdown };
 
+// A connection may cancel (or be refused) this many calls at once, and this many per second
+// after that; beyond it, it gets GOAWAY and is closed (the rapid-reset defence of HTTP/2 servers).
+constexpr double kAbuseBurst = 2000;
+constexpr double kAbusePerSecond = 1000;
+// After the drain deadline, cancelled handlers have this long to answer before connections are
+// closed hard.
+constexpr Clock::duration kShutdownGrace = std::chrono::seconds(1);
+// After the last call of a draining connection is answered, the client has this long to close
+// first (so our close cannot reset a connection with responses still unread).
+constexpr Clock::duration kLinger = std::chrono::seconds(1);
+// Shutdown closes whatever is still open this long after the drain deadline (sessions close on
+// their own well before: kShutdownGrace, or kLinger plus kFlushTimeout).
+constexpr Clock::duration kShutdownBackstop = std::chrono::seconds(3);
+
 struct ServerCall {
   ServerCall(uint32_t id, ServerContext ctx) : id(id), ctx(std::move(ctx)) {}
   uint32_t id;
   ServerContext ctx;
   asio::cancellation_signal signal;
   CancelReason reason = CancelReason::kNone;
+  bool finished = false;  // the handler returned; its response is queued
 };
 
 class ServerSession final : public Session {
@@ -85,7 +102,8 @@ class ServerSession final : public Session {
         drain_timer_(executor()),
         deadline_timer_(executor()) {}
 
-  // Sends goaway; calls in flight may finish until `deadline`, then are cancelled.
+  // Sends goaway; calls in flight may finish until `deadline`, then are cancelled, and the
+  // connection is closed at most kShutdownGrace later whatever the peer does.
   void BeginDrain(Clock::time_point deadline) {
     if (draining_ || closed()) return;
     draining_ = true;
@@ -98,35 +116,71 @@ class ServerSession final : public Session {
       return;
     }
     drain_timer_.expires_at(deadline);
-    drain_timer_.async_wait(
-        [self = std::static_pointer_cast<ServerSession>(shared_from_this())](std::error_code ec) {
-          if (ec || self->closed()) return;
-          self->CancelAll(CancelReason::kShutdown);
-        });
+    drain_timer_.async_wait([self = shared_self()](std::error_code ec) {
+      if (ec || self->closed()) return;
+      self->CancelAll(CancelReason::kShutdown);
+      self->drain_timer_.expires_after(kShutdownGrace);
+      self->drain_timer_.async_wait([self](std::error_code ec) {
+        if (!ec) self->Close(absl::UnavailableError("server shut down"));
+      });
+    });
   }
 
+  size_t open_calls() const { return calls_.size(); }
+
  private:
+  std::shared_ptr<ServerSession> shared_self() {
+    return std::static_pointer_cast<ServerSession>(shared_from_this());
+  }
+
   void OnFrame(Frame frame) override {
     switch (frame.type) {
       case FrameType::kRequest:
         StartCall(std::move(frame));
         break;
       case FrameType::kCancel:
-        if (auto it = calls_.find(frame.call_id); it != calls_.end()) {
-          Cancel(*it->second, CancelReason::kClient);
-        }
+        OnCancel(frame.call_id);
+        break;
+      case FrameType::kResponse:
+      case FrameType::kGoAway:
+        Close(absl::DataLossError(absl::StrCat("protocol error: frame type ",
+                                               static_cast<int>(frame.type),
+                                               " is not sent to servers")));
         break;
       default:
-        break;  // responses and goaway are not for servers; unknown types are ignored
+        break;  // unknown types are ignored
     }
+  }
+
+  void OnCancel(uint32_t call_id) {
+    if (call_id == 0) {
+      Close(absl::DataLossError("protocol error: cancel with call id 0"));
+      return;
+    }
+    if (!TakeAbuseBudget("cancels")) return;
+    if (auto it = calls_.find(call_id); it != calls_.end() && it->second != nullptr) {
+      Cancel(*it->second, CancelReason::kClient);
+    }
+  }
+
+  // False (and the connection is told to go away) when the peer cancels or overruns far more
+  // than any real client does.
+  bool TakeAbuseBudget(const char* what) {
+    if (abuse_budget_.Take(Clock::now())) return true;
+    GoAwayAndClose(max_call_id_,
+                   absl::ResourceExhaustedError(absl::StrCat(
+                       "too many ", what, " (more than ", kAbuseBurst, " at once or ",
+                       kAbusePerSecond, " per second)")));
+    return false;
   }
 
   void OnClose(const absl::Status& why) override {
     const auto code = why.code();
     if (code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kCancelled &&
         code != absl::StatusCode::kOk) {
-      Log(LogSeverity::kWarning, absl::StrCat("courier server: closing connection from ",
-                                              peer().address, ": ", why.ToString()));
+      LogRateLimited(LogSeverity::kWarning,
+                     absl::StrCat("courier server: closing connection from ", peer().address, ": ",
+                                  why.ToString()));
     }
     drain_timer_.cancel();
     deadline_timer_.cancel();
@@ -135,32 +189,68 @@ class ServerSession final : public Session {
     SessionGone(state_);
   }
 
+  bool Idle() const override { return calls_.empty(); }
+
+  // A call stays in calls_ until its response has been written (PROTOCOL.md §6.2): that is what
+  // the concurrency limit counts, and what duplicate call ids are checked against.
+  void OnWritten(std::span<const Frame> frames) override {
+    for (const Frame& frame : frames) {
+      if (frame.type != FrameType::kResponse) continue;
+      if (auto it = calls_.find(frame.call_id); it != calls_.end() && it->second->finished) {
+        calls_.erase(it);
+      }
+    }
+    MaybeLinger();
+  }
+
   void StartCall(Frame frame) {
-    if (frame.call_id == 0) {
+    const uint32_t id = frame.call_id;
+    if (id == 0) {
       Close(absl::DataLossError("protocol error: request with call id 0"));
       return;
     }
-    if (calls_.contains(frame.call_id)) {
+    if (calls_.contains(id)) {
       Close(absl::DataLossError(
-          absl::StrCat("protocol error: call id ", frame.call_id, " reused while in flight")));
+          absl::StrCat("protocol error: call id ", id, " reused while in flight")));
       return;
     }
-    max_call_id_ = std::max(max_call_id_, frame.call_id);
+    if ((frame.flags & transport::kFlagEndOfStream) == 0) {
+      Close(absl::DataLossError(
+          absl::StrCat("protocol error: request ", id, " without the end-of-stream flag")));
+      return;
+    }
+    max_call_id_ = std::max(max_call_id_, id);
     absl::StatusOr<RequestHeaderView> header = DecodeRequestHeader(frame.payload);
     if (!header.ok()) {
-      Respond(frame.call_id, header.status(), {});
+      Respond(id, header.status(), {});
       return;
     }
     if (draining_) {
-      Respond(frame.call_id,
-              absl::UnavailableError("server is shutting down; the call was not processed"), {});
+      Respond(id, absl::UnavailableError("server is shutting down; the call was not processed"),
+              {});
+      return;
+    }
+    const uint32_t limit = state_->options.max_concurrent_calls;
+    if (limit != 0 && (calls_.size() - client_cancelled_ >= limit || calls_.size() >= 2 * limit)) {
+      if (!TakeAbuseBudget("calls over the concurrency limit")) return;
+      Respond(id,
+              absl::ResourceExhaustedError(absl::StrCat(
+                  "too many concurrent calls on this connection (the limit is ", limit, ")")),
+              {});
+      return;
+    }
+    const size_t message_size = frame.payload.size() - header->message_offset;
+    if (message_size > state_->options.max_message_size) {
+      Respond(id,
+              absl::ResourceExhaustedError(absl::StrCat(
+                  "request message of ", message_size, " bytes exceeds the server's limit of ",
+                  state_->options.max_message_size, " bytes")),
+              {});
       return;
     }
     auto method = state_->methods.find(transport::AsAbsl(header->method));
     if (method == state_->methods.end()) {
-      Respond(frame.call_id,
-              absl::UnimplementedError(
-                  absl::StrCat("unknown method ", transport::AsAbsl(header->method))),
+      Respond(id, absl::UnimplementedError(absl::StrCat("unknown method ", Printable(header->method))),
               {});
       return;
     }
@@ -171,45 +261,39 @@ class ServerSession final : public Session {
                   std::chrono::microseconds(std::min<uint64_t>(header->timeout_us, 1ull << 50));
     const size_t offset = header->message_offset;
     auto call = std::make_shared<ServerCall>(
-        frame.call_id,
-        ServerContext(method->second->full_name, deadline, peer(), std::move(header->metadata)));
-    calls_.emplace(call->id, call);
+        id, ServerContext(method->second->full_name, deadline, peer(), std::move(header->metadata)));
+    calls_.emplace(id, call);
     state_->active_calls.fetch_add(1, std::memory_order_relaxed);
-    WatchDeadline(deadline);
-    auto self = std::static_pointer_cast<ServerSession>(shared_from_this());
-    asio::co_spawn(executor(),
-                   RunCall(self, call, method->second, std::move(frame.payload), offset),
+    if (deadline != Clock::time_point::max()) {
+      deadlines_.insert({deadline, id});
+      WatchDeadline(deadline);
+    }
+    asio::co_spawn(executor(), RunCall(shared_self(), call, method->second, std::move(frame.payload), offset),
                    asio::bind_cancellation_slot(call->signal.slot(), asio::detached));
   }
 
-  // One timer per session serves every call's deadline: armed for the earliest, and re-armed
-  // only when a call comes with an earlier one (rare: deadlines mostly grow), so a call costs
-  // no timer operation of its own.
+  // One timer per session serves every call's deadline, armed for the earliest: a call costs an
+  // ordered-set insert and erase, and a timer operation only when it has the earliest deadline.
   void WatchDeadline(Clock::time_point deadline) {
-    if (deadline == Clock::time_point::max() || deadline >= armed_deadline_) return;
+    if (deadline >= armed_deadline_) return;
     armed_deadline_ = deadline;
     deadline_timer_.expires_at(deadline);
-    deadline_timer_.async_wait(
-        [self = std::static_pointer_cast<ServerSession>(shared_from_this())](std::error_code ec) {
-          if (!ec && !self->closed()) self->ExpireDeadlines();
-        });
+    deadline_timer_.async_wait([self = shared_self()](std::error_code ec) {
+      if (!ec && !self->closed()) self->ExpireDeadlines();
+    });
   }
 
   void ExpireDeadlines() {
     armed_deadline_ = Clock::time_point::max();
     const Clock::time_point now = Clock::now();
-    Clock::time_point next = Clock::time_point::max();
-    std::vector<std::shared_ptr<ServerCall>> expired;
-    for (auto& [id, call] : calls_) {
-      if (call->reason != CancelReason::kNone) continue;
-      if (call->ctx.deadline() <= now) {
-        expired.push_back(call);
-      } else {
-        next = std::min(next, call->ctx.deadline());
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+      const uint32_t id = deadlines_.begin()->second;
+      deadlines_.erase(deadlines_.begin());
+      if (auto it = calls_.find(id); it != calls_.end() && !it->second->finished) {
+        Cancel(*it->second, CancelReason::kDeadline);
       }
     }
-    for (auto& call : expired) Cancel(*call, CancelReason::kDeadline);
-    WatchDeadline(next);
+    if (!deadlines_.empty()) WatchDeadline(deadlines_.begin()->first);
   }
 
   // `payload` is the request frame's; the request message starts at `offset` and is handed to
@@ -230,8 +314,8 @@ class ServerSession final : public Session {
       if (call->reason != CancelReason::kNone) {
         result = absl::CancelledError("handler cancelled");
       } else {
-        Log(LogSeverity::kError,
-            absl::StrCat("courier server: handler for ", call->ctx.method(), " threw: ", failure));
+        LogRateLimited(LogSeverity::kError, absl::StrCat("courier server: handler for ",
+                                                         call->ctx.method(), " threw: ", failure));
         result = absl::InternalError(absl::StrCat(call->ctx.method(), ": handler failed"));
       }
     }
@@ -241,13 +325,16 @@ class ServerSession final : public Session {
 
   void CancelAll(CancelReason reason) {
     std::vector<std::shared_ptr<ServerCall>> calls;  // a snapshot: cancelling may end calls
-    for (auto& [id, call] : calls_) calls.push_back(call);
+    for (auto& [id, call] : calls_) {
+      if (!call->finished) calls.push_back(call);
+    }
     for (auto& call : calls) Cancel(*call, reason);
   }
 
   void Cancel(ServerCall& call, CancelReason reason) {
-    if (call.reason != CancelReason::kNone) return;
+    if (call.reason != CancelReason::kNone || call.finished) return;
     call.reason = reason;
+    if (reason == CancelReason::kClient) ++client_cancelled_;
     call.ctx.MarkCancelled();
     call.signal.emit(asio::cancellation_type::terminal);
   }
@@ -255,11 +342,21 @@ class ServerSession final : public Session {
   // `is_payload`: an OK `result` is the whole response payload already (MethodEntry).
   void FinishCall(ServerCall& call, absl::StatusOr<std::string> result, bool is_payload) {
     state_->active_calls.fetch_sub(1, std::memory_order_relaxed);
+    call.finished = true;
     const uint32_t id = call.id;
+    const Clock::time_point deadline = call.ctx.deadline();
+    if (deadline != Clock::time_point::max()) deadlines_.erase({deadline, id});
     switch (call.reason) {
       case CancelReason::kNone:
+        // An answer after the deadline is no answer: the caller has given up (as gRPC).
+        if (deadline != Clock::time_point::max() && Clock::now() >= deadline) {
+          result =
+              absl::DeadlineExceededError(absl::StrCat(call.ctx.method(), ": deadline exceeded"));
+        }
         break;
       case CancelReason::kClient:
+        --client_cancelled_;
+        [[fallthrough]];
       case CancelReason::kConnectionLost:
         result = absl::CancelledError("");  // nobody is waiting for an answer
         break;
@@ -274,31 +371,36 @@ class ServerSession final : public Session {
     }
     const bool answer =
         call.reason != CancelReason::kClient && call.reason != CancelReason::kConnectionLost;
-    Metadata metadata = call.ctx.response_metadata();
-    calls_.erase(id);  // may destroy `call`
     if (!answer || closed()) {
-      // nothing to send
-    } else if (result.ok() && is_payload) {
+      calls_.erase(id);  // may destroy `call`
+      MaybeLinger();
+      return;
+    }
+    Metadata metadata = call.ctx.response_metadata();
+    if (result.ok() && is_payload) {
       SendResponsePayload(id, *std::move(result));
     } else {
       Respond(id, std::move(result), std::move(metadata));
     }
-    if (draining_ && calls_.empty()) Linger();
+  }
+
+  std::string TooLarge(size_t size) const {
+    return absl::StrCat("response of ", size, " bytes exceeds the client's limit of ",
+                        peer_max_frame_payload(), " bytes per frame");
   }
 
   // Sends an encoded response payload, or RESOURCE_EXHAUSTED if it is over the client's limit.
   void SendResponsePayload(uint32_t call_id, std::string payload) {
     if (payload.size() > peer_max_frame_payload()) {
-      Respond(call_id,
-              absl::ResourceExhaustedError(absl::StrCat(
-                  "response of ", payload.size(), " bytes exceeds the client's limit of ",
-                  peer_max_frame_payload(), " bytes per frame")),
-              {});
+      Respond(call_id, absl::ResourceExhaustedError(TooLarge(payload.size())), {});
       return;
     }
     Send(Frame{FrameType::kResponse, transport::kFlagEndOfStream, call_id, std::move(payload)});
   }
 
+  // Error messages are cut to kMaxStatusMessage; a response that would still not fit the
+  // client's limit becomes a short RESOURCE_EXHAUSTED without metadata, which always fits (a
+  // peer's limit is at least kMinFramePayload).
   void Respond(uint32_t call_id, absl::StatusOr<std::string> result, Metadata metadata) {
     wire::ResponseHeader header;
     ToWire(metadata, *header.mutable_metadata());
@@ -307,38 +409,45 @@ class ServerSession final : public Session {
       message = *result;
     } else {
       header.set_code(static_cast<int>(result.status().code()));
-      header.set_message(std::string(result.status().message()));
+      absl::string_view text = result.status().message();
+      header.set_message(std::string(text.substr(0, kMaxStatusMessage)));
     }
     std::string payload = EncodePayload(header, message);
     if (payload.size() > peer_max_frame_payload()) {
       header.Clear();
       header.set_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
-      header.set_message(absl::StrCat("response of ", message.size(),
-                                      " bytes exceeds the client's limit of ",
-                                      peer_max_frame_payload(), " bytes per frame"));
+      header.set_message(TooLarge(payload.size()));
       payload = EncodePayload(header, {});
     }
     Send(Frame{FrameType::kResponse, transport::kFlagEndOfStream, call_id, std::move(payload)});
   }
 
-  // Drained: give the client a moment to close first (it does once its calls are answered), so
-  // our close cannot reset a connection with responses still unread.
+  void MaybeLinger() {
+    if (draining_ && calls_.empty() && !lingering_ && !closed()) Linger();
+  }
+
+  // Drained: give the client a moment to close first, then close after flushing (bounded).
   void Linger() {
-    drain_timer_.expires_after(std::chrono::seconds(1));
-    drain_timer_.async_wait(
-        [self = std::static_pointer_cast<ServerSession>(shared_from_this())](std::error_code ec) {
-          if (!ec) self->CloseAfterFlush(absl::UnavailableError("server shut down"));
-        });
+    lingering_ = true;
+    drain_timer_.cancel();
+    drain_timer_.expires_after(kLinger);
+    drain_timer_.async_wait([self = shared_self()](std::error_code ec) {
+      if (!ec) self->CloseAfterFlush(absl::UnavailableError("server shut down"));
+    });
   }
 
   std::shared_ptr<ServerState> state_;
   std::shared_ptr<Reactor> reactor_;
   absl::flat_hash_map<uint32_t, std::shared_ptr<ServerCall>> calls_;
+  absl::btree_set<std::pair<Clock::time_point, uint32_t>> deadlines_;
+  size_t client_cancelled_ = 0;  // calls in calls_ cancelled by the client, handler unwinding
+  RateBudget abuse_budget_{kAbuseBurst, kAbusePerSecond};
   asio::steady_timer drain_timer_;
   asio::steady_timer deadline_timer_;
   Clock::time_point armed_deadline_ = Clock::time_point::max();
   uint32_t max_call_id_ = 0;
   bool draining_ = false;
+  bool lingering_ = false;
 };
 
 namespace {
@@ -351,6 +460,10 @@ void StartSession(const std::shared_ptr<ServerState>& state,
   options.keepalive_interval = state->options.keepalive_interval;
   options.keepalive_timeout = state->options.keepalive_timeout;
   options.handshake_timeout = state->options.handshake_timeout;
+  options.stall_timeout = state->options.frame_stall_timeout;
+  options.idle_timeout = state->options.idle_timeout;
+  options.max_queued_bytes = state->options.max_queued_bytes;
+  options.max_concurrent_calls = state->options.max_concurrent_calls;
   auto session =
       std::make_shared<ServerSession>(std::move(connection), std::move(options), state, reactor);
   reactor->sessions.insert(session.get());
@@ -361,6 +474,13 @@ void StartSession(const std::shared_ptr<ServerState>& state,
 asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
                                  std::shared_ptr<transport::Listener> listener) {
   co_await asio::this_coro::throw_if_cancelled(false);
+  // While accept fails (out of descriptors, say), wait before retrying, doubling up to 1 s, and
+  // log once per episode: when it starts, and when accepting works again.
+  constexpr Clock::duration kFirstPause = std::chrono::milliseconds(10);
+  constexpr Clock::duration kMaxPause = std::chrono::seconds(1);
+  Clock::duration pause = kFirstPause;
+  std::optional<Clock::time_point> failing_since;
+  asio::steady_timer pause_timer(state->main_executor);
   for (;;) {
     std::shared_ptr<Reactor> reactor =
         state->reactors[state->next_reactor++ % state->reactors.size()];
@@ -369,11 +489,36 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
     if (state->shut_down) co_return;
     if (!connection.ok()) {
       if (connection.status().code() == absl::StatusCode::kCancelled) co_return;
-      Log(LogSeverity::kWarning,
-          absl::StrCat("courier server: accept on ", listener->local_endpoint().ToString(), ": ",
-                       connection.status().ToString()));
-      asio::steady_timer pause(state->main_executor, std::chrono::milliseconds(10));
-      co_await pause.async_wait(use_nothrow);
+      if (!failing_since) {
+        failing_since = Clock::now();
+        Log(LogSeverity::kWarning,
+            absl::StrCat("courier server: accept on ", listener->local_endpoint().ToString(),
+                         ": ", connection.status().ToString(),
+                         "; retrying with backoff, logged again when accepting recovers"));
+      }
+      pause_timer.expires_after(pause);
+      co_await pause_timer.async_wait(use_nothrow);
+      pause = std::min(pause * 2, kMaxPause);
+      continue;
+    }
+    if (failing_since) {
+      Log(LogSeverity::kInfo,
+          absl::StrCat("courier server: accept on ", listener->local_endpoint().ToString(),
+                       " works again after ",
+                       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() -
+                                                                             *failing_since)
+                           .count(),
+                       " ms"));
+      failing_since.reset();
+      pause = kFirstPause;
+    }
+    if (state->live_sessions.load() >= state->options.max_connections) {
+      (*connection)->Close();
+      LogRateLimited(LogSeverity::kWarning,
+                     absl::StrCat("courier server: refused a connection from ",
+                                  (*connection)->peer().address, ": ",
+                                  state->options.max_connections,
+                                  " connections open (ServerOptions::max_connections)"));
       continue;
     }
     state->live_sessions.fetch_add(1);
@@ -383,12 +528,12 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
   }
 }
 
+}  // namespace
+
 void CloseAllSessions(const std::shared_ptr<Reactor>& reactor) {
   std::vector<ServerSession*> sessions(reactor->sessions.begin(), reactor->sessions.end());
-  for (ServerSession* s : sessions) s->Close(absl::CancelledError("server destroyed"));
+  for (ServerSession* s : sessions) s->Close(absl::CancelledError("server closed the connection"));
 }
-
-}  // namespace
 }  // namespace internal
 
 using internal::Reactor;
@@ -472,9 +617,9 @@ asio::awaitable<void> Server::ShutdownImpl(std::shared_ptr<ServerState> state,
   if (!state->shut_down) {
     state->shut_down = true;
     for (auto& listener : state->listeners) listener->Close();
-    const Clock::time_point deadline = Clock::now() + drain;
+    state->drain_deadline = Clock::now() + drain;
     for (auto& reactor : state->reactors) {
-      asio::post(reactor->executor, [reactor, deadline] {
+      asio::post(reactor->executor, [reactor, deadline = state->drain_deadline] {
         std::vector<internal::ServerSession*> sessions(reactor->sessions.begin(),
                                                        reactor->sessions.end());
         for (internal::ServerSession* s : sessions) s->BeginDrain(deadline);
@@ -482,7 +627,17 @@ asio::awaitable<void> Server::ShutdownImpl(std::shared_ptr<ServerState> state,
     }
   }
   if (!state->all_closed) state->all_closed.emplace(state->main_executor);
+  // Sessions close themselves within the drain deadline plus their grace periods; this is the
+  // backstop, whatever peers and handlers do.
+  const Clock::time_point hard_stop = state->drain_deadline + internal::kShutdownBackstop;
+  bool forced = false;
   while (state->live_sessions.load() > 0) {
+    if (!forced && Clock::now() >= hard_stop) {
+      forced = true;
+      for (auto& reactor : state->reactors) {
+        asio::post(reactor->executor, [reactor] { internal::CloseAllSessions(reactor); });
+      }
+    }
     // Woken by the last session to close; the period only bounds a wake-up lost to a race.
     state->all_closed->expires_after(std::chrono::milliseconds(100));
     co_await state->all_closed->async_wait(internal::use_nothrow);

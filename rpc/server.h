@@ -36,6 +36,19 @@ struct ServerOptions {
   Clock::duration keepalive_timeout = std::chrono::seconds(10);
   // A connection that has not sent its protocol hello by then is closed (and logged).
   Clock::duration handshake_timeout = std::chrono::seconds(10);
+  // A connection whose peer stops in the middle of a frame for this long is closed. 0: never.
+  Clock::duration frame_stall_timeout = std::chrono::seconds(20);
+  // A connection with no call in flight on which nothing has arrived for this long gets
+  // GOAWAY and is closed (courier clients ping idle connections every 30 s). 0: never.
+  Clock::duration idle_timeout = std::chrono::minutes(5);
+  // Calls served at once on one connection; announced in the hello, so courier clients queue
+  // the rest locally. A request beyond it is answered kResourceExhausted.
+  uint32_t max_concurrent_calls = 256;
+  // Bytes queued for writing on one connection above which the server stops reading from it
+  // until they drain (a client that does not read is pushed back on by its kernel).
+  size_t max_queued_bytes = 4 * 1024 * 1024;
+  // Connections open at once; a connection beyond it is closed as soon as it is accepted.
+  size_t max_connections = 10000;
   std::span<const transport::TransportInfo> transports = transport::BuiltInTransports();
 };
 

@@ -32,8 +32,9 @@ asio::awaitable<absl::StatusOr<Response>> FinishUnaryCall(std::shared_ptr<Channe
   // Our awaits report cancellation as a Status; the caller's setting is restored after.
   const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
   co_await asio::this_coro::throw_if_cancelled(false);
-  absl::StatusOr<Reply> reply = co_await channel->CallEncoded(
-      method, std::move(payload), message_size, options.timeout, options.response_metadata);
+  absl::StatusOr<Reply> reply =
+      co_await channel->CallEncoded(method, std::move(payload), message_size, options.timeout,
+                                    options.response_metadata, options.wait_for_ready);
   co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
   if (!reply.ok()) co_return reply.status();
   Response response;
@@ -64,6 +65,9 @@ asio::awaitable<absl::StatusOr<Response>> UnaryCall(std::shared_ptr<Channel> cha
     return FailedCall<Response>(absl::InvalidArgumentError(
         absl::StrCat(method, ": request ", request.GetTypeName(),
                      " is missing required fields: ", request.InitializationErrorString())));
+  }
+  if (absl::Status s = ValidateMetadata(options.metadata); !s.ok()) {
+    return FailedCall<Response>(absl::Status(s.code(), absl::StrCat(method, ": ", s.message())));
   }
   const size_t size = request.ByteSizeLong();
   std::string payload = EncodeRequest(method, options, size, [&](char* at) {

@@ -11,10 +11,11 @@
 namespace courier::transport {
 namespace {
 
-// A partial payload is allocated whole up to this size (one allocation, no copies when it
-// grows); beyond it, memory grows geometrically with the bytes actually received, so a hostile
-// length prefix cannot make us allocate much.
-constexpr size_t kEagerPayload = 2 * 1024 * 1024;
+// A partial payload's buffer grows geometrically with the bytes actually received (never to the
+// declared length up front), so a hostile length prefix cannot make us allocate: the buffer is
+// at most twice what arrived, and never past the declared length.
+// The most room PayloadBuffer offers before that much of the payload has arrived.
+constexpr size_t kMinDirectRoom = 16 * 1024;
 
 void PutU32(std::byte* at, uint32_t v) {
   for (int i = 0; i < 4; ++i) at[i] = std::byte((v >> (8 * i)) & 0xFF);
@@ -139,7 +140,8 @@ bool FrameDecoder::mid_frame() const { return partial_.has_value() || offset_ < 
 
 std::span<std::byte> FrameDecoder::PayloadBuffer(size_t max) {
   if (!partial_ || offset_ != buffer_.size()) return {};
-  return PayloadRoom(max);
+  // At most as much again as has arrived (or a small floor): memory follows received bytes.
+  return PayloadRoom(std::min(max, std::max(filled_, kMinDirectRoom)));
 }
 
 std::span<std::byte> FrameDecoder::PayloadRoom(size_t max) {
@@ -147,8 +149,7 @@ std::span<std::byte> FrameDecoder::PayloadRoom(size_t max) {
   size_t want = std::min(max, size_t(partial_length_) - filled_);
   if (payload.size() < filled_ + want) {
     // Grow geometrically but never past the declared length: memory follows received bytes.
-    size_t grown = std::min(std::max({filled_ + want, payload.size() * 2, kEagerPayload}),
-                            size_t(partial_length_));
+    size_t grown = std::min(std::max(filled_ + want, filled_ * 2), size_t(partial_length_));
     if (payload.empty()) {
       payload = TakeBuffer(grown);
     } else {

@@ -86,11 +86,14 @@ class FrameDecoder {
   // True when bytes of an incomplete frame are buffered (a close now would cut a frame).
   bool mid_frame() const;
   // Zero-copy path for large payloads: while a frame's payload is incomplete and nothing else
-  // is buffered, where its next bytes go (at most `max` bytes, possibly fewer); empty
+  // is buffered, where its next bytes go: at most `max` bytes, and at most as many as have
+  // arrived so far (or 16 KiB), so memory stays within about twice the received bytes; empty
   // otherwise. After writing n bytes there, call CommitPayload(n).
   std::span<std::byte> PayloadBuffer(size_t max);
   // Bytes PayloadBuffer() could still take for the current frame (0 when it is unavailable).
   size_t payload_remaining() const;
+  // Payload bytes of the current frame received so far (0 between frames).
+  size_t payload_received() const { return partial_ ? filled_ : 0; }
   void CommitPayload(size_t n);
 
  private:

@@ -8,9 +8,12 @@
 namespace courier::transport {
 namespace {
 
-// One read takes up to this much: many small frames per system call.
-constexpr size_t kReadBufferSize = 64 * 1024;
-// Below this much outstanding payload, reading through the buffer is cheaper than a direct read.
+// The read buffer starts small, so an idle connection costs little, and doubles up to the
+// maximum whenever a read fills it: then many small frames arrive per system call.
+constexpr size_t kMinReadBuffer = 4 * 1024;
+constexpr size_t kMaxReadBuffer = 64 * 1024;
+// A large payload is read straight into its own buffer once this much of it has arrived through
+// the read buffer and at least this much is still to come (below that, copying is cheaper).
 constexpr size_t kDirectReadThreshold = 16 * 1024;
 constexpr size_t kMaxDirectRead = 4 * 1024 * 1024;
 
@@ -25,6 +28,7 @@ asio::awaitable<absl::StatusOr<std::optional<Frame>>> FramedConnection::ReadFram
     if (!next.ok() || next->has_value()) co_return next;
     // A large payload in progress is read straight into its own buffer: no extra copy.
     const bool use_direct = !connection_->traits().message_boundaries &&
+                            decoder_.payload_received() >= kDirectReadThreshold &&
                             decoder_.payload_remaining() >= kDirectReadThreshold;
     asio::mutable_buffer into;
     if (use_direct) {
@@ -32,12 +36,16 @@ asio::awaitable<absl::StatusOr<std::optional<Frame>>> FramedConnection::ReadFram
       into = asio::buffer(direct.data(), direct.size());
     } else {
       // A datagram must fit in one read, or the kernel truncates it.
-      size_t size = std::max(kReadBufferSize, connection_->traits().max_message);
+      size_t size = std::max(kMinReadBuffer, connection_->traits().max_message);
       if (read_buffer_.size() < size) read_buffer_.resize(size);
       into = asio::buffer(read_buffer_.data(), read_buffer_.size());
     }
     absl::StatusOr<size_t> n = co_await connection_->Read(into);
     if (!n.ok()) co_return n.status();
+    last_receive_ = std::chrono::steady_clock::now();
+    if (!use_direct && *n == read_buffer_.size() && read_buffer_.size() < kMaxReadBuffer) {
+      grow_read_buffer_ = true;
+    }
     if (*n == 0) {
       if (decoder_.mid_frame()) {
         co_return absl::DataLossError("frame: connection closed in the middle of a frame");
@@ -48,6 +56,10 @@ asio::awaitable<absl::StatusOr<std::optional<Frame>>> FramedConnection::ReadFram
       decoder_.CommitPayload(*n);
     } else {
       decoder_.Append(std::span<const std::byte>(read_buffer_.data(), *n));
+      if (grow_read_buffer_) {
+        grow_read_buffer_ = false;
+        read_buffer_.resize(std::min(kMaxReadBuffer, read_buffer_.size() * 2));
+      }
     }
   }
 }

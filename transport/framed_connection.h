@@ -3,6 +3,7 @@
 // transports.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <span>
@@ -35,6 +36,12 @@ class FramedConnection {
 
   // Idempotent; pending reads and writes complete with kCancelled.
   void Close();
+  // True while bytes of an incomplete frame are buffered (the peer is in the middle of a frame).
+  bool mid_frame() const { return decoder_.mid_frame(); }
+  // When the last Read returned bytes (construction time before the first).
+  std::chrono::steady_clock::time_point last_receive() const { return last_receive_; }
+  // Bytes the read side holds now: the read buffer and a partial frame's payload.
+  size_t read_buffer_size() const { return read_buffer_.size(); }
   Connection& connection() { return *connection_; }
   const FrameLimits& limits() const { return limits_; }
 
@@ -43,6 +50,8 @@ class FramedConnection {
   FrameLimits limits_;
   FrameDecoder decoder_;
   std::vector<std::byte> read_buffer_;
+  bool grow_read_buffer_ = false;
+  std::chrono::steady_clock::time_point last_receive_ = std::chrono::steady_clock::now();
   std::vector<FrameHeaderBytes> headers_;  // scratch for WriteFrames
   std::vector<asio::const_buffer> buffers_;
 };

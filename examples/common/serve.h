@@ -1,10 +1,12 @@
 // The part every example server's main() shares: add the service, listen on each URI printing
 // "listening on URI" (the real port for port 0), serve until SIGINT/SIGTERM, then shut down
-// gracefully (5 s drain) and print "shut down". Header-only, for examples.
+// gracefully (5 s drain; the server closes whatever is left soon after) and print "shut down".
+// A second SIGINT/SIGTERM exits at once. Header-only, for examples.
 #pragma once
 
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -37,12 +39,20 @@ inline int Serve(asio::io_context& io, Server& server, ServiceBase& service,
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](std::error_code ec, int) {
     if (ec) return;
+    // The second signal: the user does not want to wait for the drain.
+    signals.async_wait([&](std::error_code ec, int signal) {
+      if (ec) return;
+      std::fprintf(stderr, "second signal %d: exiting without finishing the shutdown\n", signal);
+      std::fflush(stdout);
+      std::_Exit(1);
+    });
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
           co_await server.Shutdown(std::chrono::seconds(5));
           std::printf("shut down\n");
           std::fflush(stdout);
+          signals.cancel();
         },
         asio::detached);
   });

@@ -1,10 +1,12 @@
 #include "rpc/internal/session.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
+#include "asio/post.hpp"
 #include "rpc/internal/wire.h"
 #include "transport/status.h"
 
@@ -14,7 +16,17 @@ using transport::Frame;
 using transport::FrameType;
 
 namespace {
+
 constexpr size_t kMaxPingPayload = 64;
+// Frames taken back by Unsend stay in the outbox with this type, and are skipped.
+constexpr FrameType kUnsent = FrameType(0);
+
+size_t WireSize(const Frame& frame) { return transport::kFrameHeaderSize + frame.payload.size(); }
+
+std::string Seconds(Clock::duration d) {
+  return absl::StrCat(std::chrono::duration<double>(d).count(), " s");
+}
+
 }  // namespace
 
 Session::Session(std::unique_ptr<transport::Connection> connection, SessionOptions options)
@@ -24,14 +36,18 @@ Session::Session(std::unique_ptr<transport::Connection> connection, SessionOptio
       framed_(std::move(connection),
               transport::FrameLimits{FrameLimitFor(options_.max_message_size)}),
       outbox_ready_(executor_, Clock::time_point::max()),
+      read_resume_(executor_, Clock::time_point::max()),
       keepalive_timer_(executor_),
-      handshake_timer_(executor_),
-      last_read_(Clock::now()) {
+      watchdog_(executor_),
+      flush_timer_(executor_),
+      started_(Clock::now()),
+      read_resumed_(started_),
+      last_read_(started_) {
   if (options_.peer_name.empty()) options_.peer_name = peer_.address;
 }
 
 void Session::Start() {
-  Send(HelloFrame(framed_.limits().max_payload));
+  Send(HelloFrame(framed_.limits().max_payload, options_.max_concurrent_calls));
   auto self = shared_from_this();
   asio::co_spawn(
       executor_, [self]() { return self->ReadLoop(); }, asio::detached);
@@ -41,14 +57,7 @@ void Session::Start() {
     asio::co_spawn(
         executor_, [self]() { return self->KeepaliveLoop(); }, asio::detached);
   }
-  if (options_.handshake_timeout.count() > 0) {
-    handshake_timer_.expires_after(options_.handshake_timeout);
-    handshake_timer_.async_wait([self](std::error_code ec) {
-      if (ec || self->closed() || self->handshaken()) return;
-      self->Close(absl::DeadlineExceededError(
-          absl::StrCat("no protocol hello from ", self->options_.peer_name, " in time")));
-    });
-  }
+  ArmWatchdog();
 }
 
 size_t Session::peer_max_frame_payload() const {
@@ -58,13 +67,32 @@ size_t Session::peer_max_frame_payload() const {
   return peer_hello_ ? transport::kDefaultMaxPayload : framed_.limits().max_payload;
 }
 
-void Session::Send(Frame frame) {
-  if (closed_ || close_after_flush_) return;
-  outbox_.push_back(std::move(frame));
+void Session::WakeWriter() {
   if (writer_idle_) {
     writer_idle_ = false;
     outbox_ready_.cancel();
   }
+}
+
+uint64_t Session::Send(Frame frame) {
+  const uint64_t sequence = outbox_first_sequence_ + outbox_.size();
+  if (closed_ || close_after_flush_) return sequence;
+  queued_bytes_ += WireSize(frame);
+  outbox_.push_back(std::move(frame));
+  WakeWriter();
+  return sequence;
+}
+
+bool Session::Unsend(uint64_t sequence) {
+  if (closed_ || sequence < outbox_first_sequence_) return false;
+  const uint64_t index = sequence - outbox_first_sequence_;
+  if (index >= outbox_.size() || outbox_[index].type == kUnsent) return false;
+  Frame& frame = outbox_[index];
+  queued_bytes_ -= WireSize(frame);
+  transport::ReturnBuffer(std::move(frame.payload));
+  frame.payload = std::string();
+  frame.type = kUnsent;
+  return true;
 }
 
 void Session::Close(absl::Status why) {
@@ -72,9 +100,12 @@ void Session::Close(absl::Status why) {
   closed_ = true;
   framed_.Close();
   outbox_ready_.cancel();
+  read_resume_.cancel();
   keepalive_timer_.cancel();
-  handshake_timer_.cancel();
+  watchdog_.cancel();
+  flush_timer_.cancel();
   outbox_.clear();
+  queued_bytes_ = 0;
   OnClose(why);
 }
 
@@ -82,10 +113,20 @@ void Session::CloseAfterFlush(absl::Status why) {
   if (closed_ || close_after_flush_) return;
   close_after_flush_ = true;
   flush_status_ = std::move(why);
-  if (writer_idle_) {
-    writer_idle_ = false;
-    outbox_ready_.cancel();
-  }
+  WakeWriter();
+  flush_timer_.expires_after(kFlushTimeout);
+  flush_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+    if (!ec) self->Close(self->flush_status_);
+  });
+}
+
+void Session::GoAwayAndClose(uint32_t last_call_id, absl::Status why) {
+  if (closed_ || close_after_flush_) return;
+  wire::GoAway goaway;
+  goaway.set_last_call_id(last_call_id);
+  goaway.set_reason(std::string(why.message()));
+  Send(Frame{FrameType::kGoAway, 0, 0, goaway.SerializeAsString()});
+  CloseAfterFlush(std::move(why));
 }
 
 absl::Status Session::HandleHello(const Frame& frame) {
@@ -95,14 +136,66 @@ absl::Status Session::HandleHello(const Frame& frame) {
   }
   if (hello.version() < 1) {
     return absl::FailedPreconditionError(
-        absl::StrCat("protocol error: peer speaks version ", hello.version()));
+        absl::StrCat("protocol error: peer speaks version ", hello.version(),
+                     " (an empty hello is version 0); this side speaks ", kProtocolVersion));
+  }
+  if (hello.max_frame_payload() != 0 && hello.max_frame_payload() < kMinFramePayload) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("protocol error: peer announced max_frame_payload ",
+                     hello.max_frame_payload(), ", below the minimum of ", kMinFramePayload));
   }
   peer_hello_ = std::move(hello);
   return absl::OkStatus();
 }
 
+absl::Status Session::HandleControl(Frame& f, bool& handled) {
+  handled = true;
+  switch (f.type) {
+    case FrameType::kHello:
+      return absl::DataLossError("protocol error: a second hello");
+    case FrameType::kPing:
+      if (f.call_id != 0 || f.payload.size() > kMaxPingPayload) {
+        return absl::DataLossError(absl::StrCat("protocol error: ping with call id ", f.call_id,
+                                                " and ", f.payload.size(), " payload bytes"));
+      }
+      if (!ping_budget_.Take(last_read_)) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("too many pings (more than ", kPingBurst, " at once or ",
+                         kPingsPerSecond, " per second)"));
+      }
+      Send(Frame{FrameType::kPong, 0, 0, std::move(f.payload)});
+      return absl::OkStatus();
+    case FrameType::kPong:
+      if (f.call_id != 0 || f.payload.size() > kMaxPingPayload) {
+        return absl::DataLossError(absl::StrCat("protocol error: pong with call id ", f.call_id,
+                                                " and ", f.payload.size(), " payload bytes"));
+      }
+      return absl::OkStatus();  // last_read_ is all keepalive needs
+    default:
+      handled = false;
+      return absl::OkStatus();
+  }
+}
+
 asio::awaitable<void> Session::ReadLoop() {
+  int frames_this_turn = 0;
   for (;;) {
+    if (over_queue_bound()) {
+      // Backpressure: the peer is not reading what we send; stop reading what it sends.
+      reading_paused_ = true;
+      read_resume_.expires_at(Clock::time_point::max());
+      co_await read_resume_.async_wait(use_nothrow);
+      reading_paused_ = false;
+      read_resumed_ = Clock::now();
+      if (closed_) co_return;
+      continue;
+    }
+    if (++frames_this_turn > kFramesPerTurn) {
+      // Fairness: let other connections on this reactor run before taking more of ours.
+      frames_this_turn = 0;
+      co_await asio::post(executor_, use_nothrow);
+      if (closed_) co_return;
+    }
     absl::StatusOr<std::optional<Frame>> frame = co_await framed_.ReadFrame();
     if (closed_) co_return;
     if (!frame.ok()) {
@@ -123,25 +216,22 @@ asio::awaitable<void> Session::ReadLoop() {
         Close(s);
         co_return;
       }
-      handshake_timer_.cancel();
       OnHandshake();
+      ArmWatchdog();
+      if (closed_) co_return;
       continue;
     }
-    switch (f.type) {
-      case FrameType::kHello:
-        break;  // a repeated hello changes nothing
-      case FrameType::kPing:
-        if (f.payload.size() <= kMaxPingPayload && f.call_id == 0) {
-          Send(Frame{FrameType::kPong, 0, 0, std::move(f.payload)});
-        }
-        break;
-      case FrameType::kPong:
-        break;  // last_read_ is all keepalive needs
-      default:
-        OnFrame(std::move(f));
-        break;
+    bool handled = false;
+    if (absl::Status s = HandleControl(f, handled); !s.ok()) {
+      if (s.code() == absl::StatusCode::kResourceExhausted) {
+        GoAwayAndClose(0, s);
+      } else {
+        Close(s);
+      }
+      co_return;
     }
-    if (closed_) co_return;
+    if (!handled) OnFrame(std::move(f));
+    if (closed_ || close_after_flush_) co_return;
   }
 }
 
@@ -160,14 +250,81 @@ asio::awaitable<void> Session::WriteLoop() {
       continue;
     }
     writing_.swap(outbox_);
+    outbox_first_sequence_ += writing_.size();
+    std::erase_if(writing_, [](const Frame& f) { return f.type == kUnsent; });
+    size_t batch_bytes = 0;
+    for (const Frame& frame : writing_) batch_bytes += WireSize(frame);
     absl::Status status = co_await framed_.WriteFrames(writing_);
-    for (Frame& frame : writing_) transport::ReturnBuffer(std::move(frame.payload));
-    writing_.clear();
+    if (closed_) co_return;
     if (!status.ok()) {
       Close(transport::Annotate(status, absl::StrCat("write to ", options_.peer_name)));
       co_return;
     }
+    const bool was_over = over_queue_bound();
+    queued_bytes_ -= batch_bytes;
+    OnWritten(writing_);
+    for (Frame& frame : writing_) transport::ReturnBuffer(std::move(frame.payload));
+    writing_.clear();
+    if (closed_) co_return;
+    if (was_over && !over_queue_bound()) {
+      read_resume_.cancel();
+      OnQueueDrained();
+    }
   }
+}
+
+void Session::ArmWatchdog() {
+  if (closed_) return;
+  const Clock::time_point now = Clock::now();
+  Clock::time_point next = Clock::time_point::max();
+  if (!handshaken()) {
+    if (options_.handshake_timeout.count() > 0) next = started_ + options_.handshake_timeout;
+  } else {
+    // Each limit's earliest possible expiry: a stall can only be timed from the last bytes of
+    // a frame already begun; otherwise it would begin no earlier than now.
+    if (options_.stall_timeout.count() > 0) {
+      const Clock::time_point last = std::max(framed_.last_receive(), read_resumed_);
+      const bool can_expire = framed_.mid_frame() && !reading_paused_;
+      next = std::min(next, (can_expire ? last : now) + options_.stall_timeout);
+    }
+    if (options_.idle_timeout.count() > 0) {
+      const Clock::time_point at = framed_.last_receive() + options_.idle_timeout;
+      next = std::min(next, at > now ? at : now + options_.idle_timeout);
+    }
+  }
+  if (next == Clock::time_point::max()) return;
+  watchdog_.expires_at(next);
+  watchdog_.async_wait([self = shared_from_this()](std::error_code ec) {
+    if (!ec && !self->closed()) self->OnWatchdog();
+  });
+}
+
+void Session::OnWatchdog() {
+  const Clock::time_point now = Clock::now();
+  if (!handshaken()) {
+    if (options_.handshake_timeout.count() > 0 && now >= started_ + options_.handshake_timeout) {
+      Close(absl::DeadlineExceededError(absl::StrCat("no protocol hello from ",
+                                                     options_.peer_name, " within ",
+                                                     Seconds(options_.handshake_timeout))));
+      return;
+    }
+  } else {
+    const Clock::time_point last = std::max(framed_.last_receive(), read_resumed_);
+    if (options_.stall_timeout.count() > 0 && !reading_paused_ && framed_.mid_frame() &&
+        now - last >= options_.stall_timeout) {
+      Close(absl::DeadlineExceededError(
+          absl::StrCat(options_.peer_name, " stalled in the middle of a frame for ",
+                       Seconds(options_.stall_timeout))));
+      return;
+    }
+    if (options_.idle_timeout.count() > 0 && now - framed_.last_receive() >= options_.idle_timeout &&
+        Idle()) {
+      GoAwayAndClose(0, absl::UnavailableError(absl::StrCat(
+                            "connection idle for ", Seconds(options_.idle_timeout))));
+      return;
+    }
+  }
+  ArmWatchdog();
 }
 
 asio::awaitable<void> Session::KeepaliveLoop() {

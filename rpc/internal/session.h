@@ -1,10 +1,13 @@
 // Session: RPC state on one connection, the part clients and servers share — the read loop, the
-// batching write loop, the hello handshake, ping/pong keepalive and closing. ClientSession and
-// ServerSession derive from it. Internal to rpc/.
+// batching write loop, the hello handshake, ping/pong keepalive, the bounds a peer cannot push
+// past (queued bytes, time limits, ping rate) and closing. ClientSession and ServerSession
+// derive from it. Internal to rpc/.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -19,6 +22,36 @@
 
 namespace courier::internal {
 
+// A token bucket: `burst` events at once, then `per_second` on average. For rates a
+// well-behaved peer stays far below (pings, cancels); running dry means abuse.
+class RateBudget {
+ public:
+  RateBudget(double burst, double per_second)
+      : burst_(burst), per_second_(per_second), tokens_(burst), last_(Clock::now()) {}
+  // False when the budget is spent.
+  bool Take(Clock::time_point now) {
+    tokens_ = std::min(burst_, tokens_ + per_second_ * std::chrono::duration<double>(now - last_).count());
+    last_ = now;
+    if (tokens_ < 1) return false;
+    tokens_ -= 1;
+    return true;
+  }
+
+ private:
+  double burst_, per_second_, tokens_;
+  Clock::time_point last_;
+};
+
+// A peer may send this many pings at once, and this many per second after that; beyond it the
+// session sends GOAWAY and closes (courier's own keepalive pings once per interval).
+inline constexpr double kPingBurst = 100;
+inline constexpr double kPingsPerSecond = 10;
+// Frames handled in a row before the read loop lets other connections on its reactor run.
+inline constexpr int kFramesPerTurn = 64;
+// How long a close after flushing waits for the queued frames to be written before closing
+// hard anyway (a peer that does not read cannot hold a closing connection open).
+inline constexpr Clock::duration kFlushTimeout = std::chrono::seconds(1);
+
 struct SessionOptions {
   size_t max_message_size = kDefaultMaxMessageSize;  // what we accept
   // 0: no pings of our own (we still answer the peer's). Otherwise ping after this much silence
@@ -27,6 +60,16 @@ struct SessionOptions {
   Clock::duration keepalive_timeout = std::chrono::seconds(10);
   // Close with kDeadlineExceeded if the peer's hello has not arrived by then. 0: wait forever.
   Clock::duration handshake_timeout{0};
+  // Close with kDeadlineExceeded when the peer stops in the middle of a frame for this long
+  // (while we are reading). 0: never.
+  Clock::duration stall_timeout{0};
+  // Close when nothing at all has arrived for this long and Idle() says so. 0: never.
+  Clock::duration idle_timeout{0};
+  // Above this many bytes queued for writing, the session stops reading from the peer until the
+  // queue is back under it, so a peer that does not read is pushed back on by its own kernel.
+  size_t max_queued_bytes = 4 * 1024 * 1024;
+  // Sent in our hello: the calls we serve at once on this connection (0: not limited).
+  uint32_t max_concurrent_calls = 0;
   std::string peer_name;  // for messages, e.g. the endpoint a client dialled
 };
 
@@ -40,19 +83,33 @@ class Session : public std::enable_shared_from_this<Session> {
   // Sends our hello and starts the loops. Call once, on the session's executor.
   void Start();
   // Queues `frame` for the write loop; frames queued together go out in one gather write.
-  // Dropped after Close().
-  void Send(transport::Frame frame);
+  // Returns the frame's sequence number, for Unsend. Dropped after Close().
+  uint64_t Send(transport::Frame frame);
+  // Takes back a frame queued by Send that the write loop has not yet started writing, and
+  // returns true; false if it is already (being) written or the session is closed.
+  bool Unsend(uint64_t sequence);
   // Idempotent. Closes the connection at once (queued frames are dropped); OnClose(why) runs
   // exactly once, before Close returns.
   void Close(absl::Status why);
-  // Sends what is queued, then closes with `why`.
+  // Sends what is queued, then closes with `why`; after kFlushTimeout it closes regardless.
+  // Nothing more is queued after this.
   void CloseAfterFlush(absl::Status why);
+  // Sends GOAWAY with `reason` and closes after flushing: for peers that broke a rule.
+  void GoAwayAndClose(uint32_t last_call_id, absl::Status why);
 
   bool closed() const { return closed_; }
   // True once the peer's hello has arrived.
   bool handshaken() const { return peer_hello_.has_value(); }
   // Largest payload the peer accepts (its hello), or our own limit before the hello arrives.
   size_t peer_max_frame_payload() const;
+  // Calls the peer serves at once (its hello); 0 when it set no limit.
+  uint32_t peer_max_concurrent_calls() const {
+    return peer_hello_ ? peer_hello_->max_concurrent_calls() : 0;
+  }
+  // Bytes queued for writing or being written.
+  size_t queued_bytes() const { return queued_bytes_; }
+  // True while queued_bytes() is over the bound (reading is paused).
+  bool over_queue_bound() const { return queued_bytes_ > options_.max_queued_bytes; }
   const transport::PeerInfo& peer() const { return peer_; }
   const SessionOptions& options() const { return options_; }
   asio::any_io_executor executor() const { return executor_; }
@@ -64,12 +121,23 @@ class Session : public std::enable_shared_from_this<Session> {
   virtual void OnHandshake() {}
   // Exactly once, from Close(); `why` is kUnavailable when the peer went away.
   virtual void OnClose(const absl::Status& why) = 0;
+  // After the frames were handed to the transport (written).
+  virtual void OnWritten(std::span<const transport::Frame> frames) {}
+  // The write queue went from over its bound to under it.
+  virtual void OnQueueDrained() {}
+  // For idle_timeout: true when nothing is in progress on the connection.
+  virtual bool Idle() const { return true; }
 
  private:
   asio::awaitable<void> ReadLoop();
   asio::awaitable<void> WriteLoop();
   asio::awaitable<void> KeepaliveLoop();
   absl::Status HandleHello(const transport::Frame& frame);
+  // The connection-level frames (ping, pong, hello): handled here. Returns a protocol error.
+  absl::Status HandleControl(transport::Frame& frame, bool& handled);
+  void WakeWriter();
+  void ArmWatchdog();
+  void OnWatchdog();
 
   asio::any_io_executor executor_;
   SessionOptions options_;
@@ -77,12 +145,20 @@ class Session : public std::enable_shared_from_this<Session> {
   transport::FramedConnection framed_;
   std::vector<transport::Frame> outbox_;
   std::vector<transport::Frame> writing_;
+  uint64_t outbox_first_sequence_ = 0;  // Send's number for outbox_[0]
+  size_t queued_bytes_ = 0;
   asio::steady_timer outbox_ready_;
+  asio::steady_timer read_resume_;  // the read loop waits here while over the queue bound
   asio::steady_timer keepalive_timer_;
-  asio::steady_timer handshake_timer_;
+  asio::steady_timer watchdog_;       // hello, mid-frame stall and idle time limits
+  asio::steady_timer flush_timer_;    // bounds CloseAfterFlush
+  Clock::time_point started_;
+  Clock::time_point read_resumed_;    // stall time is counted from here after a pause
   Clock::time_point last_read_;
   std::optional<wire::Hello> peer_hello_;
+  RateBudget ping_budget_{kPingBurst, kPingsPerSecond};
   bool writer_idle_ = false;
+  bool reading_paused_ = false;
   bool close_after_flush_ = false;
   bool closed_ = false;
   absl::Status flush_status_;

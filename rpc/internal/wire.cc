@@ -4,9 +4,11 @@
 #include <cstring>
 #include <limits>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
+#include "transport/status.h"
 
 namespace courier::internal {
 
@@ -133,7 +135,46 @@ bool ReadBytes(CodedInputStream& in, const char* base, std::string_view& out) {
   return true;
 }
 
+bool ValidKey(std::string_view key) {
+  if (key.empty()) return false;
+  for (char c : key) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+                    c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+absl::Status ValidateMetadata(const Metadata& metadata) {
+  if (metadata.size() > kMaxMetadataEntries) {
+    return absl::ResourceExhaustedError(absl::StrCat("a call carries ", metadata.size(),
+                                                     " metadata entries; the limit is ",
+                                                     kMaxMetadataEntries));
+  }
+  size_t bytes = 0;
+  for (const auto& [key, value] : metadata) {
+    if (!ValidKey(key)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metadata key '", Printable(key), "' is not lowercase ASCII (a-z 0-9 - _ .)"));
+    }
+    bytes += key.size() + value.size() + 8;
+  }
+  if (bytes > kMaxRequestHeader - 1024) {
+    return absl::ResourceExhaustedError(absl::StrCat("metadata of ", bytes,
+                                                     " bytes exceeds the limit of ",
+                                                     kMaxRequestHeader - 1024, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+std::string Printable(std::string_view text, size_t max) {
+  const bool cut = text.size() > max;
+  std::string out = absl::CHexEscape(transport::AsAbsl(text.substr(0, max)));
+  if (cut) absl::StrAppend(&out, "... (", text.size(), " bytes)");
+  return out;
+}
 
 absl::StatusOr<RequestHeaderView> DecodeRequestHeader(std::string_view payload) {
   const absl::Status malformed = absl::InvalidArgumentError("malformed request header");
@@ -143,6 +184,11 @@ absl::StatusOr<RequestHeaderView> DecodeRequestHeader(std::string_view payload) 
   if (!outer.ReadVarint32(&size)) return malformed;
   const size_t start = static_cast<size_t>(outer.CurrentPosition());
   if (size > payload.size() - start) return malformed;
+  if (size > kMaxRequestHeader) {
+    return absl::ResourceExhaustedError(absl::StrCat("request header of ", size,
+                                                     " bytes exceeds the limit of ",
+                                                     kMaxRequestHeader, " bytes"));
+  }
   const char* base = payload.data() + start;
   CodedInputStream in(reinterpret_cast<const uint8_t*>(base), static_cast<int>(size));
   RequestHeaderView header;
@@ -168,6 +214,14 @@ absl::StatusOr<RequestHeaderView> DecodeRequestHeader(std::string_view payload) 
         }
         if (!in.ConsumedEntireMessage()) return malformed;
         in.PopLimit(limit);
+        if (!ValidKey(key)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "metadata key '", Printable(key), "' is not lowercase ASCII (a-z 0-9 - _ .)"));
+        }
+        if (header.metadata.size() == kMaxMetadataEntries) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "request carries more than ", kMaxMetadataEntries, " metadata entries"));
+        }
         header.metadata.emplace_back(key, value);
         break;
       }
@@ -208,10 +262,11 @@ absl::Status StatusFromWire(const wire::ResponseHeader& header) {
   return absl::Status(static_cast<absl::StatusCode>(code), header.message());
 }
 
-transport::Frame HelloFrame(uint32_t max_frame_payload) {
+transport::Frame HelloFrame(uint32_t max_frame_payload, uint32_t max_concurrent_calls) {
   wire::Hello hello;
   hello.set_version(kProtocolVersion);
   hello.set_max_frame_payload(max_frame_payload);
+  hello.set_max_concurrent_calls(max_concurrent_calls);
   hello.set_agent("courier/0.1");
   return transport::Frame{transport::FrameType::kHello, 0, 0, hello.SerializeAsString()};
 }

@@ -20,6 +20,22 @@ namespace courier::internal {
 inline constexpr uint32_t kProtocolVersion = 1;
 // Room in a frame for the header beside the largest message.
 inline constexpr size_t kMaxHeaderOverhead = 64 * 1024;
+// The smallest max_frame_payload a peer may announce in its hello (0 means the default).
+inline constexpr uint32_t kMinFramePayload = 16 * 1024;
+// Bounds on a request header: its encoded size, and the metadata entries it carries. A server
+// answers a request over them RESOURCE_EXHAUSTED; a client refuses to send one.
+inline constexpr size_t kMaxRequestHeader = 16 * 1024;
+inline constexpr size_t kMaxMetadataEntries = 64;
+// Status messages sent in a response are cut to this many bytes.
+inline constexpr size_t kMaxStatusMessage = 4 * 1024;
+
+// kInvalidArgument unless every key is lowercase ASCII (a-z, 0-9, '-', '_', '.') and not empty;
+// kResourceExhausted over kMaxMetadataEntries entries or kMaxRequestHeader bytes.
+absl::Status ValidateMetadata(const Metadata& metadata);
+
+// `text` made safe for a message or a log line: non-printable bytes escaped, and cut after
+// `max` bytes (marked with "...").
+std::string Printable(std::string_view text, size_t max = 128);
 
 // The payload of a request frame: a delimited RequestHeader (method, the timeout from
 // `options` unless it is Clock::duration::max(), metadata; encoded by hand, no allocation but
@@ -42,7 +58,9 @@ struct RequestHeaderView {
   Metadata metadata;
   size_t message_offset = 0;  // where the request message starts in the payload
 };
-// kInvalidArgument if the header is cut short or malformed. Unknown fields are skipped.
+// kInvalidArgument if the header is cut short or malformed, or a metadata key is not lowercase;
+// kResourceExhausted over kMaxRequestHeader bytes or kMaxMetadataEntries entries (checked
+// before anything is copied). Unknown fields are skipped.
 absl::StatusOr<RequestHeaderView> DecodeRequestHeader(std::string_view payload);
 
 void ToWire(const Metadata& metadata, google::protobuf::RepeatedPtrField<wire::MetadataEntry>& out);
@@ -51,7 +69,7 @@ Metadata FromWire(const google::protobuf::RepeatedPtrField<wire::MetadataEntry>&
 // A response header's status; codes outside the canonical 0-16 become kUnknown.
 absl::Status StatusFromWire(const wire::ResponseHeader& header);
 
-transport::Frame HelloFrame(uint32_t max_frame_payload);
+transport::Frame HelloFrame(uint32_t max_frame_payload, uint32_t max_concurrent_calls = 0);
 
 // The frame payload limit that matches a message size limit.
 uint32_t FrameLimitFor(size_t max_message_size);

@@ -279,7 +279,13 @@ TEST_P(EchoTest, ReconnectsAfterTheServerComesBack) {
   server_ = std::make_unique<Server>(io_.get_executor());
   ASSERT_THAT(server_->AddService(service_.service()), IsOk());
   ASSERT_THAT(server_->Listen(endpoint_.ToString()), IsOk());
-  EXPECT_THAT(Call(channel, testing::kEcho, "two"), IsOk());
+  // The failed attempt started a backoff (1 s): a call now fails fast, as in gRPC, and one that
+  // asks to wait for the connection gets through once the channel tries again.
+  EXPECT_THAT(Call(channel, testing::kEcho, "backing off"),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("before the next attempt")));
+  EXPECT_THAT(Call(channel, testing::kEcho, "two", {.timeout = std::chrono::seconds(5),
+                                                    .wait_for_ready = true}),
+              IsOk());
 }
 
 TEST_P(EchoTest, ShutdownDrainsCallsInFlight) {

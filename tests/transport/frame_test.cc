@@ -451,7 +451,7 @@ TEST(FrameDecoder, DoesNotAllocateADeclaredLengthUpFront) {
   EXPECT_EQ(*next, std::nullopt);
   EXPECT_TRUE(decoder.mid_frame());
   EXPECT_EQ(decoder.payload_remaining(), declared - 100);
-  EXPECT_LE(probe.largest(), 4 * kMiB) << "a 116-byte input";
+  EXPECT_LE(probe.largest(), 4 * 1024u) << "a 116-byte input";
   // 10 MiB more, 64 KiB at a time: growth stays proportional to what arrived.
   const std::string chunk = Pattern(64 * 1024);
   for (int i = 0; i < 160; ++i) {
@@ -459,12 +459,12 @@ TEST(FrameDecoder, DoesNotAllocateADeclaredLengthUpFront) {
     ASSERT_THAT(decoder.Next(), IsOk());
   }
   EXPECT_EQ(decoder.payload_remaining(), declared - 100 - 10 * kMiB);
-  EXPECT_LE(probe.largest(), 2 * (10 * kMiB + 100) + 4 * kMiB);
+  EXPECT_LE(probe.largest(), 2 * (10 * kMiB + 100));
 }
 
-// The same through the zero-copy path, used the way FramedConnection uses it: ask for a 4 MiB
-// window each time, but the transport returns one byte per read. Memory follows the window and
-// the bytes received, never the declared 60 MiB.
+// The same through the zero-copy path, asking for a 4 MiB window each time while the transport
+// returns one byte per read: the window never runs ahead of the bytes received (a 16 KiB floor),
+// so a header declaring 60 MiB with no payload commits almost nothing.
 TEST(FrameDecoder, ZeroCopyTrickleDoesNotAllocateADeclaredLength) {
   const uint32_t declared = 60 * kMiB;
   const size_t window_size = 4 * kMiB;
@@ -475,13 +475,30 @@ TEST(FrameDecoder, ZeroCopyTrickleDoesNotAllocateADeclaredLength) {
   const int reads = 100;
   for (int read = 0; read < reads; ++read) {
     std::span<std::byte> window = decoder.PayloadBuffer(window_size);
-    ASSERT_EQ(window.size(), window_size);
+    ASSERT_EQ(window.size(), 16 * 1024u) << "read " << read;
     window[0] = std::byte{0x5A};
     decoder.CommitPayload(1);
   }
   EXPECT_EQ(decoder.payload_remaining(), declared - reads);
-  EXPECT_LE(probe.largest(), 2 * (window_size + reads) + 64)
+  EXPECT_EQ(decoder.payload_received(), size_t(reads));
+  EXPECT_LE(probe.largest(), 64 * 1024u)
       << reads << " payload bytes received, " << declared << " declared";
+}
+
+// Past the floor, each window is at most what has arrived: the buffer at most doubles per read.
+TEST(FrameDecoder, ZeroCopyWindowGrowsWithReceivedBytes) {
+  FrameDecoder decoder(FrameLimits{.max_payload = 64 * kMiB});
+  decoder.Append(RawHeader(kFrameMagic, 2, 1, 0, 7, 60 * kMiB));
+  ASSERT_THAT(decoder.Next(), IsOk());
+  AllocationProbe probe;
+  size_t received = 0;
+  for (int read = 0; read < 12; ++read) {
+    std::span<std::byte> window = decoder.PayloadBuffer(4 * kMiB);
+    ASSERT_EQ(window.size(), std::min<size_t>(4 * kMiB, std::max<size_t>(received, 16 * 1024)));
+    decoder.CommitPayload(window.size());
+    received += window.size();
+  }
+  EXPECT_LE(probe.largest(), 2 * received + 64 * 1024);
 }
 
 TEST(FrameDecoder, ZeroCopyAssemblesALargePayloadMixedWithAppend) {
@@ -540,12 +557,18 @@ TEST(FrameDecoder, ZeroCopyCompletesAFrameThatIsFollowedByMoreInput) {
   decoder.Append(std::string_view(input).substr(0, kFrameHeaderSize));
   ASSERT_THAT(Drain(decoder, decoded), IsOk());
   ASSERT_EQ(decoder.payload_remaining(), first.payload.size());
-  // The window never reaches past the frame, even when asked for more.
-  std::span<std::byte> window = decoder.PayloadBuffer(1 << 20);
-  ASSERT_EQ(window.size(), first.payload.size());
-  std::memcpy(window.data(), first.payload.data(), window.size());
-  decoder.CommitPayload(window.size());
-  EXPECT_EQ(decoder.payload_remaining(), 0u);
+  // The window grows with the bytes received and never reaches past the frame, even when
+  // asked for more.
+  size_t at = 0;
+  while (decoder.payload_remaining() > 0) {
+    std::span<std::byte> window = decoder.PayloadBuffer(1 << 20);
+    ASSERT_FALSE(window.empty());
+    ASSERT_LE(window.size(), first.payload.size() - at);
+    std::memcpy(window.data(), first.payload.data() + at, window.size());
+    decoder.CommitPayload(window.size());
+    at += window.size();
+  }
+  EXPECT_EQ(at, first.payload.size());
   EXPECT_TRUE(decoder.PayloadBuffer(10).empty());
   decoder.Append(std::string_view(input).substr(kFrameHeaderSize + first.payload.size()));
   ASSERT_THAT(Drain(decoder, decoded), IsOk());

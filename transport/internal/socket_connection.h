@@ -100,10 +100,17 @@ class SocketConnection final : public Connection {
     }
     typename Protocol::endpoint remote = socket_.remote_endpoint(ec);
     Endpoint endpoint = ToEndpoint(ec ? typename Protocol::endpoint() : remote);
-    // An unnamed peer is "unix:" (Endpoint::ToString() would say "unix://").
-    peer_.address = endpoint.address.empty() ? endpoint.scheme + ":" : endpoint.ToString();
+    peer_.address = endpoint.ToString();
     if constexpr (std::is_same_v<Protocol, asio::local::stream_protocol>) {
       peer_.credentials = ReadPeerCredentials(socket_.native_handle());
+      // A client socket is unnamed: say who it is from the kernel's credentials instead.
+      if (endpoint.address.empty()) {
+        peer_.address = peer_.credentials
+                            ? absl::StrCat("unix:pid=", peer_.credentials->pid,
+                                           ",uid=", peer_.credentials->uid,
+                                           ",gid=", peer_.credentials->gid)
+                            : "unix:unnamed";
+      }
     }
   }
 
@@ -182,25 +189,23 @@ class SocketConnection final : public Connection {
   bool closed_ = false;
 };
 
-// The accept loop of a stream-socket listener. Survives transient failures: ECONNABORTED (the
-// client gave up before we accepted) is retried at once; running out of descriptors or memory
-// (EMFILE, ENFILE, ENOBUFS, ENOMEM) is retried every 10 ms rather than spinning or failing the
-// listener, so it recovers when connections close.
+// The accept loop of a stream-socket listener. ECONNABORTED (the client gave up before we
+// accepted) is retried at once; running out of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
+// ENOMEM) is kResourceExhausted, and the listener stays usable: the caller waits (and logs)
+// and accepts again, so it recovers when connections close.
 template <typename Protocol>
 class SocketAcceptor {
  public:
   using Acceptor = asio::basic_socket_acceptor<Protocol, asio::any_io_executor>;
-  static constexpr std::chrono::milliseconds kExhaustedRetryDelay{10};
 
   // `acceptor` must be listening. `what` starts error messages, e.g. "tcp accept on
   // 127.0.0.1:7000".
   SocketAcceptor(Acceptor acceptor, std::string what)
-      : acceptor_(std::move(acceptor)),
-        retry_timer_(acceptor_.get_executor()),
-        what_(std::move(what)) {}
+      : acceptor_(std::move(acceptor)), what_(std::move(what)) {}
 
   // The next connection, its socket bound to `connection_executor`. kCancelled after Close()
-  // or when the awaiting coroutine is cancelled.
+  // or when the awaiting coroutine is cancelled; kResourceExhausted when out of descriptors or
+  // memory (call again later).
   asio::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Accept(
       asio::any_io_executor connection_executor) {
     // A copy: after an aborted wait `this` may be gone (the listener destroyed under us).
@@ -215,10 +220,10 @@ class SocketAcceptor {
             std::make_unique<SocketConnection<Protocol>>(std::move(socket)));
       }
       if (ec == asio::error::connection_aborted) continue;
-      if (!IsResourceExhausted(ec)) co_return ToStatus(ec, what_);
-      retry_timer_.expires_after(kExhaustedRetryDelay);
-      auto [wait_ec] = co_await retry_timer_.async_wait(use_nothrow);
-      if (wait_ec) co_return cancelled;
+      if (IsResourceExhausted(ec)) {
+        co_return absl::ResourceExhaustedError(absl::StrCat(what_, ": ", ec.message()));
+      }
+      co_return ToStatus(ec, what_);
     }
   }
 
@@ -228,7 +233,6 @@ class SocketAcceptor {
     closed_ = true;
     asio::error_code ignored;
     acceptor_.close(ignored);
-    retry_timer_.cancel();
   }
 
  private:
@@ -246,7 +250,6 @@ class SocketAcceptor {
   }
 
   Acceptor acceptor_;
-  asio::steady_timer retry_timer_;
   std::string what_;
   bool closed_ = false;
 };
