@@ -189,6 +189,14 @@ uint32_t Channel::NextCallId() {
   return next_call_id_;
 }
 
+bool Channel::connected() const {
+  return session_ != nullptr && !session_->closed() && !session_->draining;
+}
+
+size_t Channel::queued_bytes() const {
+  return session_ == nullptr ? 0 : session_->queued_bytes();
+}
+
 size_t Channel::calls_waiting() const {
   size_t n = 0;
   for (uint32_t id : waiting_) {

@@ -138,6 +138,10 @@ class Channel : public std::enable_shared_from_this<Channel> {
   size_t calls_in_flight() const { return pending_.size(); }
   // Calls waiting in the channel for a connection or for their turn.
   size_t calls_waiting() const;
+  // True while a connection is up and takes new calls (for tests and introspection).
+  bool connected() const;
+  // Bytes queued for writing on the current connection (for tests and introspection).
+  size_t queued_bytes() const;
   // Connection attempts made so far (for tests and introspection).
   uint64_t connect_attempts() const { return connect_attempts_; }
 

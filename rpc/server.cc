@@ -54,6 +54,10 @@ struct ServerState {
   bool shut_down = false;
   std::atomic<size_t> active_calls{0};
   std::atomic<size_t> live_sessions{0};
+  std::atomic<uint64_t> connections_refused{0};
+  std::atomic<uint64_t> calls_refused{0};
+  std::atomic<uint64_t> closed_for_abuse{0};
+  std::atomic<uint64_t> deadline_checks{0};
   std::optional<asio::steady_timer> all_closed;  // on main_executor: Shutdown waits here
   Clock::time_point drain_deadline;
 };
@@ -167,17 +171,24 @@ class ServerSession final : public Session {
   // than any real client does.
   bool TakeAbuseBudget(const char* what) {
     if (abuse_budget_.Take(Clock::now())) return true;
-    GoAwayAndClose(max_call_id_,
-                   absl::ResourceExhaustedError(absl::StrCat(
-                       "too many ", what, " (more than ", kAbuseBurst, " at once or ",
-                       kAbusePerSecond, " per second)")));
+    OnPeerAbuse(absl::ResourceExhaustedError(absl::StrCat("too many ", what, " (more than ",
+                                                          kAbuseBurst, " at once or ",
+                                                          kAbusePerSecond, " per second)")));
     return false;
+  }
+
+  void OnPeerAbuse(absl::Status why) override {
+    state_->closed_for_abuse.fetch_add(1, std::memory_order_relaxed);
+    LogRateLimited(LogSeverity::kWarning,
+                   absl::StrCat("courier server: goaway to ", peer().address, ": ", why.ToString()));
+    abusive_ = true;
+    GoAwayAndClose(max_call_id_, std::move(why));
   }
 
   void OnClose(const absl::Status& why) override {
     const auto code = why.code();
     if (code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kCancelled &&
-        code != absl::StatusCode::kOk) {
+        code != absl::StatusCode::kOk && !abusive_) {
       LogRateLimited(LogSeverity::kWarning,
                      absl::StrCat("courier server: closing connection from ", peer().address, ": ",
                                   why.ToString()));
@@ -233,6 +244,7 @@ class ServerSession final : public Session {
     const uint32_t limit = state_->options.max_concurrent_calls;
     if (limit != 0 && (calls_.size() - client_cancelled_ >= limit || calls_.size() >= 2 * limit)) {
       if (!TakeAbuseBudget("calls over the concurrency limit")) return;
+      state_->calls_refused.fetch_add(1, std::memory_order_relaxed);
       Respond(id,
               absl::ResourceExhaustedError(absl::StrCat(
                   "too many concurrent calls on this connection (the limit is ", limit, ")")),
@@ -287,6 +299,7 @@ class ServerSession final : public Session {
     armed_deadline_ = Clock::time_point::max();
     const Clock::time_point now = Clock::now();
     while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+      state_->deadline_checks.fetch_add(1, std::memory_order_relaxed);
       const uint32_t id = deadlines_.begin()->second;
       deadlines_.erase(deadlines_.begin());
       if (auto it = calls_.find(id); it != calls_.end() && !it->second->finished) {
@@ -448,6 +461,7 @@ class ServerSession final : public Session {
   uint32_t max_call_id_ = 0;
   bool draining_ = false;
   bool lingering_ = false;
+  bool abusive_ = false;  // closed by OnPeerAbuse, which logged already
 };
 
 namespace {
@@ -513,6 +527,7 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
       pause = kFirstPause;
     }
     if (state->live_sessions.load() >= state->options.max_connections) {
+      state->connections_refused.fetch_add(1, std::memory_order_relaxed);
       (*connection)->Close();
       LogRateLimited(LogSeverity::kWarning,
                      absl::StrCat("courier server: refused a connection from ",
@@ -646,5 +661,12 @@ asio::awaitable<void> Server::ShutdownImpl(std::shared_ptr<ServerState> state,
 
 size_t Server::active_calls() const { return state_->active_calls.load(); }
 size_t Server::connections() const { return state_->live_sessions.load(); }
+
+ServerStats Server::stats() const {
+  return ServerStats{.connections_refused = state_->connections_refused.load(),
+                     .calls_refused = state_->calls_refused.load(),
+                     .connections_closed_for_abuse = state_->closed_for_abuse.load(),
+                     .deadline_checks = state_->deadline_checks.load()};
+}
 
 }  // namespace courier

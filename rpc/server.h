@@ -52,6 +52,14 @@ struct ServerOptions {
   std::span<const transport::TransportInfo> transports = transport::BuiltInTransports();
 };
 
+// Counters since the server started, over all reactors (for tests, logs and metrics).
+struct ServerStats {
+  uint64_t connections_refused = 0;           // over max_connections
+  uint64_t calls_refused = 0;                 // over max_concurrent_calls
+  uint64_t connections_closed_for_abuse = 0;  // too many pings, cancels or refused calls
+  uint64_t deadline_checks = 0;               // calls examined when a deadline timer fired
+};
+
 class Server {
  public:
   explicit Server(asio::any_io_executor executor, ServerOptions options = {});
@@ -82,6 +90,7 @@ class Server {
   size_t active_calls() const;
   // Open connections, over all reactors.
   size_t connections() const;
+  ServerStats stats() const;
   const std::vector<Endpoint>& endpoints() const { return endpoints_; }
   asio::any_io_executor executor() const { return executor_; }
 

@@ -224,7 +224,7 @@ asio::awaitable<void> Session::ReadLoop() {
     bool handled = false;
     if (absl::Status s = HandleControl(f, handled); !s.ok()) {
       if (s.code() == absl::StatusCode::kResourceExhausted) {
-        GoAwayAndClose(0, s);
+        OnPeerAbuse(s);
       } else {
         Close(s);
       }
@@ -249,11 +249,18 @@ asio::awaitable<void> Session::WriteLoop() {
       writer_idle_ = false;
       continue;
     }
-    writing_.swap(outbox_);
-    outbox_first_sequence_ += writing_.size();
-    std::erase_if(writing_, [](const Frame& f) { return f.type == kUnsent; });
     size_t batch_bytes = 0;
-    for (const Frame& frame : writing_) batch_bytes += WireSize(frame);
+    while (!outbox_.empty() && writing_.size() < kMaxBatchFrames &&
+           (writing_.empty() || batch_bytes + WireSize(outbox_.front()) <= kMaxBatchBytes)) {
+      Frame& frame = outbox_.front();
+      if (frame.type != kUnsent) {
+        batch_bytes += WireSize(frame);
+        writing_.push_back(std::move(frame));
+      }
+      outbox_.pop_front();
+      ++outbox_first_sequence_;
+    }
+    if (writing_.empty()) continue;
     absl::Status status = co_await framed_.WriteFrames(writing_);
     if (closed_) co_return;
     if (!status.ok()) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <span>
@@ -51,6 +52,10 @@ inline constexpr int kFramesPerTurn = 64;
 // How long a close after flushing waits for the queued frames to be written before closing
 // hard anyway (a peer that does not read cannot hold a closing connection open).
 inline constexpr Clock::duration kFlushTimeout = std::chrono::seconds(1);
+// One write takes at most this many frames and (past its first frame) this many bytes from the
+// queue; the rest stays queued, where a call that gives up can still take its request back.
+inline constexpr size_t kMaxBatchFrames = 512;
+inline constexpr size_t kMaxBatchBytes = 1024 * 1024;
 
 struct SessionOptions {
   size_t max_message_size = kDefaultMaxMessageSize;  // what we accept
@@ -127,6 +132,8 @@ class Session : public std::enable_shared_from_this<Session> {
   virtual void OnQueueDrained() {}
   // For idle_timeout: true when nothing is in progress on the connection.
   virtual bool Idle() const { return true; }
+  // The peer sent far more of something (pings) than any real peer does. Default: Close(why).
+  virtual void OnPeerAbuse(absl::Status why) { Close(std::move(why)); }
 
  private:
   asio::awaitable<void> ReadLoop();
@@ -143,7 +150,7 @@ class Session : public std::enable_shared_from_this<Session> {
   SessionOptions options_;
   transport::PeerInfo peer_;
   transport::FramedConnection framed_;
-  std::vector<transport::Frame> outbox_;
+  std::deque<transport::Frame> outbox_;
   std::vector<transport::Frame> writing_;
   uint64_t outbox_first_sequence_ = 0;  // Send's number for outbox_[0]
   size_t queued_bytes_ = 0;
