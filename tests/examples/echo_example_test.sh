@@ -40,6 +40,40 @@ grep -q "^UNAVAILABLE: .*$dir/nobody.sock" "$dir/err" || fail "unexpected error:
 if "$client_bin" --connect "bogus://x" x 2>"$dir/err"; then fail "bogus scheme succeeded"; fi
 grep -q "^INVALID_ARGUMENT: " "$dir/err" || fail "unexpected error: $(cat "$dir/err")"
 
+# A stopped server (SIGSTOP: the kernel still accepts connections, nobody answers): the client
+# prints its error at the deadline and exits right after, not when its connection attempt would
+# have timed out (20 s).
+"$server_bin" --listen "unix://$dir/stopped.sock" >"$dir/stopped.out" 2>&1 &
+stopped=$!
+for _ in $(seq 200); do grep -q '^listening on' "$dir/stopped.out" && break; sleep 0.05; done
+kill -STOP "$stopped"
+start=$(date +%s%N)
+if "$client_bin" --connect "unix://$dir/stopped.sock" --timeout-ms 500 x 2>"$dir/err"; then
+  fail "call to a stopped server succeeded"
+fi
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+kill -CONT "$stopped"
+kill -9 "$stopped" 2>/dev/null || true
+grep -q "^DEADLINE_EXCEEDED: " "$dir/err" || fail "stopped server: $(cat "$dir/err")"
+[ "$elapsed_ms" -lt 3000 ] || fail "client took $elapsed_ms ms to exit after a 500 ms deadline"
+
+# A second SIGTERM during a graceful shutdown exits at once. A connection that never says hello
+# keeps the first shutdown busy for about a second.
+"$server_bin" --listen tcp://127.0.0.1:0 >"$dir/second.out" 2>"$dir/second.err" &
+second=$!
+for _ in $(seq 200); do grep -q '^listening on' "$dir/second.out" && break; sleep 0.05; done
+port=$(sed -n 's/^listening on tcp:\/\/127\.0\.0\.1://p' "$dir/second.out")
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+sleep 0.2
+kill -TERM "$second"
+sleep 0.2
+kill -TERM "$second"
+status=0
+wait "$second" || status=$?
+exec 3<&-
+[ "$status" -ne 0 ] || fail "second SIGTERM: exit status 0, as if the shutdown had finished"
+grep -q "second signal" "$dir/second.err" || fail "second SIGTERM: $(cat "$dir/second.err")"
+
 kill -TERM "$server"
 status=0
 wait "$server" || status=$?

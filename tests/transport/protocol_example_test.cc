@@ -272,24 +272,40 @@ TEST(ProtocolExample, StatusCodeTableIsAbslAndGrpcNumbering) {
   }
 }
 
-// The hex above must appear verbatim in PROTOCOL.md (found from this file's path, as CMake
-// passes absolute source paths; skipped if the document is not where that says).
-TEST(ProtocolExample, DocumentContainsTheSameHex) {
+// A file of the source tree, found from this file's path (CMake passes absolute source paths);
+// nullopt if it is not where that says.
+std::optional<std::string> SourceFile(const std::string& relative) {
   std::string path = __FILE__;
   const std::string suffix = "tests/transport/protocol_example_test.cc";
   if (path.size() < suffix.size() ||
       path.compare(path.size() - suffix.size(), suffix.size(), suffix) != 0) {
-    GTEST_SKIP() << "cannot locate the source tree from " << path;
+    return std::nullopt;
   }
-  path.replace(path.size() - suffix.size(), suffix.size(), "PROTOCOL.md");
+  path.replace(path.size() - suffix.size(), suffix.size(), relative);
   std::ifstream in(path);
-  if (!in) GTEST_SKIP() << "cannot open " << path;
-  std::stringstream doc;
-  doc << in.rdbuf();
+  if (!in) return std::nullopt;
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The hex above must appear verbatim in PROTOCOL.md.
+TEST(ProtocolExample, DocumentContainsTheSameHex) {
+  std::optional<std::string> doc = SourceFile("PROTOCOL.md");
+  if (!doc) GTEST_SKIP() << "cannot find PROTOCOL.md beside " << __FILE__;
   for (std::string_view hex :
        {kClientHelloHex, kRequestHex, kResponseHex, kErrorResponsePayloadHex}) {
-    EXPECT_NE(doc.str().find(hex), std::string::npos) << "PROTOCOL.md lacks:\n" << hex;
+    EXPECT_NE(doc->find(hex), std::string::npos) << "PROTOCOL.md lacks:\n" << hex;
   }
+}
+
+// PROTOCOL.md §5 quotes proto/rpc/wire.proto whole: the document and the schema agree.
+TEST(ProtocolExample, DocumentQuotesWireProtoVerbatim) {
+  std::optional<std::string> doc = SourceFile("PROTOCOL.md");
+  std::optional<std::string> proto = SourceFile("proto/rpc/wire.proto");
+  if (!doc || !proto) GTEST_SKIP() << "cannot find the sources beside " << __FILE__;
+  EXPECT_NE(doc->find("```proto\n" + *proto + "```"), std::string::npos)
+      << "PROTOCOL.md's quote of wire.proto differs from the file";
 }
 
 }  // namespace
