@@ -31,12 +31,12 @@ function(courier_warnings target)
     # which would fail Release builds of correct code.
     target_compile_options(${target} PRIVATE -Wno-restrict)
   endif()
-  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND NOT COURIER_SANITIZE)
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND NOT COURIER_SANITIZE AND NOT COURIER_TSAN)
     # At -O3, GCC also flags moves of absl::StatusOr through Asio's coroutine machinery as
     # maybe-uninitialized; they are not. Kept visible as a warning, not an error.
     target_compile_options(${target} PRIVATE -Wno-error=maybe-uninitialized)
   endif()
-  if(COURIER_SANITIZE AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  if((COURIER_SANITIZE OR COURIER_TSAN) AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
     # GCC's flow analysis under ASan reports uninitialized reads inside Asio's use_future and
     # coroutine frames that are not there; the normal build keeps the warning.
     target_compile_options(${target} PRIVATE -Wno-maybe-uninitialized)

@@ -51,7 +51,7 @@ struct ServerState {
   std::vector<std::thread> threads;
   size_t next_reactor = 0;
   bool listening = false;
-  bool shut_down = false;
+  std::atomic<bool> shut_down{false};  // written on the main executor, read on reactors
   std::atomic<size_t> active_calls{0};
   std::atomic<size_t> live_sessions{0};
   std::atomic<uint64_t> connections_refused{0};

@@ -13,6 +13,8 @@
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/io_context.hpp"
+#include "asio/ip/tcp.hpp"
+#include "asio/local/stream_protocol.hpp"
 #include "asio/steady_timer.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -21,6 +23,7 @@
 #include "rpc/server.h"
 #include "tests/rpc/raw_peer.h"
 #include "tests/rpc/test_service.h"
+#include "tests/testing/descriptor_limit.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/framed_connection.h"
 #include "transport/registry.h"
@@ -281,6 +284,47 @@ TEST_P(LimitsTest, PingFloodGetsGoAway) {
     return f.type == FrameType::kGoAway && f.payload.find("too many pings") != std::string::npos;
   }));
   EXPECT_EQ(server_->stats().connections_closed_for_abuse, 1u);
+}
+
+// Out of descriptors, the server says so once, keeps retrying with backoff, and says when it
+// recovers (before, accept failures were silent).
+TEST_P(LimitsTest, RunningOutOfDescriptorsIsLoggedOncePerEpisode) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "sanitizer runtimes need descriptors of their own";
+#endif
+  StartServer();
+  std::optional<asio::ip::tcp::socket> tcp_client;
+  std::optional<asio::local::stream_protocol::socket> unix_client;
+  {
+    testing::LowDescriptorLimit limit;
+    ASSERT_TRUE(limit.UseAllDescriptors());
+    limit.ReleaseOne();  // for the client's socket: then none is left for accept()
+    asio::error_code ec;
+    if (GetParam().scheme == "tcp") {
+      const std::string& address = endpoint_.address;
+      const auto colon = address.rfind(':');
+      tcp_client.emplace(io_);
+      tcp_client->connect({asio::ip::make_address(address.substr(0, colon)),
+                           static_cast<uint16_t>(std::stoi(address.substr(colon + 1)))},
+                          ec);
+    } else {
+      std::string name = endpoint_.address;
+      if (!name.empty() && name[0] == '@') name[0] = '\0';
+      unix_client.emplace(io_);
+      unix_client->connect(asio::local::stream_protocol::endpoint(name), ec);
+    }
+    ASSERT_FALSE(ec) << ec.message();
+    for (int i = 0; i < 40; ++i) {
+      io_.restart();
+      io_.run_one_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(server_->connections(), 0u);
+    EXPECT_EQ(logs_.size(), 1u) << ::testing::PrintToString(logs_);
+    EXPECT_TRUE(Logged("retrying with backoff"));
+  }
+  EXPECT_TRUE(RunUntil(io_, [&] { return server_->connections() == 1; }));
+  EXPECT_TRUE(Logged("works again")) << ::testing::PrintToString(logs_);
+  EXPECT_EQ(logs_.size(), 2u);
 }
 
 // With many long calls open, expiring a few short deadlines looks at those calls only (before,

@@ -20,6 +20,7 @@
 #include "asio/ip/tcp.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/descriptor_limit.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/endpoint.h"
 #include "transport/internal/socket_connection.h"
@@ -217,38 +218,6 @@ TEST_F(TcpTransportTest, RefusedConnectNamesTheEndpoint) {
                        HasSubstr(absl::StrCat("tcp connect ", gone.address, ": "))));
 }
 
-// Raises the soft descriptor limit back when it goes out of scope.
-class LowDescriptorLimit {
- public:
-  LowDescriptorLimit() {
-    ::getrlimit(RLIMIT_NOFILE, &saved_);
-    rlimit low = saved_;
-    low.rlim_cur = std::min<rlim_t>(saved_.rlim_cur, 256);
-    ::setrlimit(RLIMIT_NOFILE, &low);
-  }
-  ~LowDescriptorLimit() {
-    ReleaseDescriptors();
-    ::setrlimit(RLIMIT_NOFILE, &saved_);
-  }
-  // Opens descriptors until the process has none left; true if it got there.
-  bool UseAllDescriptors() {
-    for (int i = 0; i < 4096; ++i) {
-      int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-      if (fd < 0) return errno == EMFILE;
-      fillers_.push_back(fd);
-    }
-    return false;
-  }
-  void ReleaseDescriptors() {
-    for (int fd : fillers_) ::close(fd);
-    fillers_.clear();
-  }
-
- private:
-  rlimit saved_{};
-  std::vector<int> fillers_;
-};
-
 // Out of descriptors, Accept says so (kResourceExhausted: the server logs once and backs off)
 // and the listener stays usable: the next Accept, once descriptors are free, gets the client.
 TEST_F(TcpTransportTest, AcceptSurvivesRunningOutOfDescriptors) {
@@ -269,7 +238,7 @@ TEST_F(TcpTransportTest, AcceptSurvivesRunningOutOfDescriptors) {
 
   std::optional<absl::StatusOr<std::unique_ptr<Connection>>> exhausted;
   {
-    LowDescriptorLimit limit;
+    testing::LowDescriptorLimit limit;
     ASSERT_TRUE(limit.UseAllDescriptors());
     asio::co_spawn(io_, listener->Accept(io_.get_executor()),
                    [&](std::exception_ptr, absl::StatusOr<std::unique_ptr<Connection>> result) {
