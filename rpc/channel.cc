@@ -474,7 +474,8 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<ClientSession>>> Channel::DialOnc
   auto session =
       std::make_shared<ClientSession>(*std::move(connection), std::move(session_options), this);
   session->Start();
-  co_await session->WaitForHandshake();
+  // Start() may already have closed it (a write that failed at once): then nothing would wake us.
+  if (!session->closed() && !session->handshaken()) co_await session->WaitForHandshake();
   if (session->handshaken() && !session->closed()) co_return session;
   absl::Status why =
       session->closed() ? session->close_status() : absl::CancelledError("handshake abandoned");

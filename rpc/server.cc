@@ -423,7 +423,7 @@ class ServerSession final : public Session {
     } else {
       header.set_code(static_cast<int>(result.status().code()));
       absl::string_view text = result.status().message();
-      header.set_message(std::string(text.substr(0, kMaxStatusMessage)));
+      header.set_message(WireStatusMessage(std::string_view(text.data(), text.size())));
     }
     std::string payload = EncodePayload(header, message);
     if (payload.size() > peer_max_frame_payload()) {

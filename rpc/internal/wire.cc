@@ -169,6 +169,37 @@ absl::Status ValidateMetadata(const Metadata& metadata) {
   return absl::OkStatus();
 }
 
+std::string WireStatusMessage(std::string_view text, size_t max) {
+  std::string out;
+  out.reserve(std::min(text.size(), max));
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    // The length of the UTF-8 sequence c starts, and the smallest code point it may encode.
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool valid = n != 0 && i + n <= text.size();
+    uint32_t code = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
+    for (size_t k = 1; valid && k < n; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      valid = (next & 0xC0) == 0x80;
+      code = (code << 6) | (next & 0x3F);
+    }
+    static constexpr uint32_t kMinCode[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (valid && (code < kMinCode[n] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF))) {
+      valid = false;  // overlong, out of range, or a surrogate
+    }
+    if (!valid) n = 1;
+    if (out.size() + n > max) break;
+    if (valid) {
+      out.append(text.substr(i, n));
+    } else {
+      out.push_back('?');
+    }
+    i += n;
+  }
+  return out;
+}
+
 std::string Printable(std::string_view text, size_t max) {
   const bool cut = text.size() > max;
   std::string out = absl::CHexEscape(transport::AsAbsl(text.substr(0, max)));

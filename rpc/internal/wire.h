@@ -33,6 +33,10 @@ inline constexpr size_t kMaxStatusMessage = 4 * 1024;
 // kResourceExhausted over kMaxMetadataEntries entries or kMaxRequestHeader bytes.
 absl::Status ValidateMetadata(const Metadata& metadata);
 
+// `text` as a status message for the wire: valid UTF-8 (a proto3 string must be; invalid bytes
+// become '?') and at most `max` bytes, cut at a character boundary.
+std::string WireStatusMessage(std::string_view text, size_t max = kMaxStatusMessage);
+
 // `text` made safe for a message or a log line: non-printable bytes escaped, and cut after
 // `max` bytes (marked with "...").
 std::string Printable(std::string_view text, size_t max = 128);

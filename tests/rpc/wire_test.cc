@@ -94,5 +94,24 @@ TEST(RequestHeader, MalformedInputIsInvalidArgument) {
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+// A proto3 string must be UTF-8, or the peer cannot parse the response header at all.
+TEST(WireStatusMessage, CutsAtACharacterBoundaryAndReplacesInvalidBytes) {
+  const std::string euro = "\xE2\x82\xAC";  // 3 bytes
+  EXPECT_EQ(WireStatusMessage("ab" + euro, 4), "ab");
+  EXPECT_EQ(WireStatusMessage("ab" + euro, 5), "ab" + euro);
+  EXPECT_EQ(WireStatusMessage("a\xFF\xC0\x80z"), "a???z");  // a stray byte, an overlong NUL
+  EXPECT_EQ(WireStatusMessage("\xED\xA0\x80"), "???");      // a surrogate
+  EXPECT_EQ(WireStatusMessage(std::string(10000, 'x')).size(), kMaxStatusMessage);
+  wire::ResponseHeader header;
+  header.set_message(WireStatusMessage("\xF0\x9F\x98\x80" + std::string(5000, '\xFF')));
+  wire::ResponseHeader back;
+  EXPECT_TRUE(back.ParseFromString(header.SerializeAsString()));
+}
+
+TEST(Printable, EscapesAndCuts) {
+  EXPECT_EQ(Printable("a\nb"), "a\\nb");
+  EXPECT_EQ(Printable(std::string(200, 'm'), 10), std::string(10, 'm') + "... (200 bytes)");
+}
+
 }  // namespace
 }  // namespace courier::internal
