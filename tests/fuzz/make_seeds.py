@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the fuzz targets: corpus/frame_decoder/ and corpus/endpoint/.
+"""Writes the seed corpora of the fuzz targets: corpus/frame_decoder/, corpus/endpoint/ and
+corpus/session/.
 
-A frame_decoder input is one mode byte (see frame_decoder_fuzz.cc) and then the byte stream.
+A frame_decoder input is one mode byte (see frame_decoder_fuzz.cc) and then the byte stream; a
+session input is one mode byte (see session_fuzz.cc) and then what a client sends the server.
 Hand-encoded here (no protobuf module needed); the request and response are PROTOCOL.md's worked
 example. Re-run after changing the wire format: python3 tests/fuzz/make_seeds.py
 """
@@ -81,6 +83,113 @@ FRAME_SEEDS = {
                              header(REQUEST, EOS, 1, 60 << 20) + bytes(100),
 }
 
+# Session mode byte: bits 0-2 read chunk size, bits 3-4 write behaviour, bit 5 the client holds
+# the connection open after its bytes, bit 6 message boundaries, bit 7 server shutdown half way.
+READ_1, READ_3, READ_7, READ_16, READ_61, READ_256, READ_4096, READ_ALL = range(8)
+TAKE_ALL, TAKE_NOTHING, TAKE_SOME, PEER_GONE = 0x00, 0x08, 0x10, 0x18
+HOLD, MESSAGES, SHUTDOWN = 0x20, 0x40, 0x80
+
+ECHO, TYPED_HELLO, SLEEP, FAIL, THROW, BIG = (
+    b'/fuzz.Fuzz/' + m for m in (b'Echo', b'Hello', b'Sleep', b'Fail', b'Throw', b'Big'))
+
+
+def client_hello(version=1, max_frame_payload=0, agent=b'fuzz-client'):
+    body = uint_field(1, version) if version else b''
+    if max_frame_payload:
+        body += uint_field(2, max_frame_payload)
+    return frame(HELLO, 0, 0, body + bytes_field(3, agent))
+
+
+def call(call_id, method, message=b'', timeout_us=1000000, metadata=()):
+    head = bytes_field(1, method)
+    if timeout_us:
+        head += uint_field(2, timeout_us)
+    for key, value in metadata:
+        head += bytes_field(3, bytes_field(1, key) + bytes_field(2, value))
+    return frame(REQUEST, EOS, call_id, delimited(head, message))
+
+
+def sleep(call_id, steps, timeout_us=1000000):
+    return call(call_id, SLEEP, bytes([steps]), timeout_us)
+
+
+HI = client_hello()
+typed_hello_message = uint_field(1, 3) + bytes_field(3, b'typed')
+ping8 = frame(PING, 0, 0, b'12345678')
+
+SESSION_SEEDS = {
+    'hello_only': bytes([HOLD | READ_ALL]) + HI,
+    'echo': bytes([READ_7]) + HI + call(1, ECHO, b'hello'),
+    'echo_hold_open': bytes([HOLD | READ_16]) + HI + call(1, ECHO, b'hello'),
+    'echo_metadata': bytes([HOLD | READ_61]) + HI +
+                     call(2, ECHO, b'md', metadata=[(b'trace-id', b'abc'), (b'x', b'\x00\xff')]),
+    'echo_bad_metadata_key': bytes([HOLD | READ_ALL]) + HI +
+                             call(2, ECHO, b'md', metadata=[(b'Upper', b'v'), (b'', b'empty')]),
+    'echo_no_deadline': bytes([HOLD | READ_3]) + HI + call(9, ECHO, b'x', timeout_us=0),
+    'typed_hello': bytes([HOLD | READ_ALL]) + HI + call(3, TYPED_HELLO, typed_hello_message),
+    'typed_does_not_parse': bytes([HOLD | READ_ALL]) + HI + call(3, TYPED_HELLO, b'\xff\xff\xff'),
+    'sleep_then_cancel': bytes([HOLD | READ_16]) + HI + sleep(3, 7) + frame(CANCEL, 0, 3),
+    'sleep_past_deadline': bytes([HOLD | READ_ALL]) + HI + sleep(4, 7, timeout_us=100),
+    'sleep_then_end_of_stream': bytes([READ_ALL]) + HI + sleep(5, 7),
+    'sleep_many': bytes([HOLD | READ_61]) + HI +
+                  b''.join(sleep(i, i % 8, timeout_us=300 * i) for i in range(1, 12)) +
+                  b''.join(frame(CANCEL, 0, i) for i in range(1, 12, 3)),
+    'cancel_unknown_id': bytes([HOLD | READ_ALL]) + HI + frame(CANCEL, 0, 42) +
+                         call(1, ECHO, b'x'),
+    'cancel_call_id_zero': bytes([HOLD | READ_ALL]) + HI + frame(CANCEL, 0, 0),
+    'pings': bytes([HOLD | READ_7]) + HI + ping8 + frame(PONG, 0, 0, b'12345678') +
+             frame(PING, 0, 0) + frame(PING, 0, 0, b'p' * 64) + call(1, ECHO, b'x'),
+    'ping_oversized': bytes([HOLD | READ_ALL]) + HI + frame(PING, 0, 0, b'p' * 65),
+    'ping_with_call_id': bytes([HOLD | READ_ALL]) + HI + frame(PING, 0, 5, b'id'),
+    'pong_with_call_id': bytes([HOLD | READ_ALL]) + HI + frame(PONG, 0, 5, b'id'),
+    'ping_flood': bytes([HOLD | READ_4096]) + HI + ping8 * 150,
+    'client_goaway': bytes([HOLD | READ_ALL]) + HI +
+                     frame(GOAWAY, 0, 0, uint_field(1, 0) + bytes_field(2, b'bye')) +
+                     call(6, ECHO, b'after goaway'),
+    'client_sends_response': bytes([HOLD | READ_ALL]) + HI + response + error_response,
+    'unknown_frame_type': bytes([HOLD | READ_16]) + HI + frame(200, 0, 5, b'future') +
+                          call(7, ECHO, b'still here'),
+    'truncated_request': bytes([READ_3]) + HI + call(1, ECHO, b'cut short')[:-4],
+    'truncated_header': bytes([READ_1]) + HI + call(1, ECHO, b'x')[:9],
+    'call_id_zero': bytes([HOLD | READ_ALL]) + HI + call(0, ECHO, b'zero'),
+    'duplicate_call_id': bytes([HOLD | READ_ALL]) + HI + sleep(7, 6) + sleep(7, 6),
+    'call_id_reused_later': bytes([HOLD | READ_61]) + HI + call(8, ECHO, b'a') + ping8 * 3 +
+                            call(8, ECHO, b'b'),
+    'request_before_hello': bytes([READ_ALL]) + call(1, ECHO, b'early'),
+    'hello_twice': bytes([HOLD | READ_ALL]) + HI + HI + call(1, ECHO, b'x'),
+    'hello_malformed': bytes([READ_ALL]) + frame(HELLO, 0, 0, b'\xff\xff\xff'),
+    'hello_version_0': bytes([READ_ALL]) + client_hello(version=0) + call(1, ECHO, b'x'),
+    'hello_version_2': bytes([HOLD | READ_ALL]) + client_hello(version=2) + call(1, ECHO, b'x'),
+    'hello_tiny_max_frame': bytes([HOLD | READ_ALL]) + client_hello(max_frame_payload=100) +
+                            call(1, ECHO, b'x'),
+    'big_over_client_limit': bytes([HOLD | READ_ALL]) + client_hello(max_frame_payload=16384) +
+                             call(1, BIG, b'\x00\x20') + call(2, BIG, b'\x00\x10'),
+    'unknown_method': bytes([HOLD | READ_ALL]) + HI + call(1, b'/fuzz.Fuzz/Nope', b'x') +
+                      call(2, b'no slash', b'') + call(3, b'/\xff\xfe/\x00', b''),
+    'malformed_request_header': bytes([HOLD | READ_ALL]) + HI +
+                                frame(REQUEST, EOS, 3, b'\x7f\x01') + frame(REQUEST, EOS, 4, b'') +
+                                call(5, ECHO, b'ok'),
+    'fail_codes': bytes([HOLD | READ_61]) + HI +
+                  b''.join(call(i, FAIL, bytes([i])) for i in range(1, 17)) +
+                  call(17, FAIL, b'\x02L'),
+    'handler_throws': bytes([HOLD | READ_ALL]) + HI + call(1, THROW) + call(2, ECHO, b'after'),
+    'shutdown_half_way': bytes([SHUTDOWN | HOLD | READ_16]) + HI + sleep(1, 7) +
+                         call(2, ECHO, b'a') + call(3, ECHO, b'b') + call(4, ECHO, b'c'),
+    'shutdown_at_end_of_stream': bytes([SHUTDOWN | READ_7]) + HI + sleep(1, 7) +
+                                 call(2, ECHO, b'a'),
+    'partial_writes': bytes([TAKE_SOME | HOLD | READ_61]) + HI +
+                      b''.join(call(i, ECHO, b'w' * i) for i in range(1, 6)) + ping8,
+    'async_writes': bytes([TAKE_NOTHING | HOLD | READ_ALL]) + HI + call(1, ECHO, b'a') +
+                    call(2, BIG, b'\x00\x04') + ping8,
+    'peer_gone': bytes([PEER_GONE | HOLD | READ_ALL]) + HI + call(1, ECHO, b'a') + sleep(2, 3),
+    'message_boundaries': bytes([MESSAGES | HOLD | READ_ALL]) + HI + call(1, ECHO, b'a') +
+                          call(2, TYPED_HELLO, typed_hello_message) + ping8,
+    'garbage': bytes([READ_1]) + b'GET / HTTP/1.1\r\n\r\n',
+    'over_frame_limit': bytes([READ_ALL]) + HI + header(REQUEST, EOS, 1, 0xFFFFFFFF),
+    'reserved_bits': bytes([READ_ALL]) + HI + header(PING, 0x02, 0, 0),
+    'type_zero': bytes([READ_ALL]) + HI + header(0, 0, 1, 0),
+}
+
 ENDPOINT_SEEDS = [
     'tcp://127.0.0.1:7000', 'tcp://[::1]:0', 'tcp://host.example:7000', 'TCP://Host:80',
     'unix:///run/svc.sock', 'unix:@svc', 'unix:relative/svc.sock', 'unix://relative',
@@ -100,6 +209,8 @@ def main():
         write(os.path.join(HERE, 'corpus', 'frame_decoder'), name, data)
     for i, uri in enumerate(ENDPOINT_SEEDS):
         write(os.path.join(HERE, 'corpus', 'endpoint'), 'seed_%02d' % i, uri.encode())
+    for name, data in SESSION_SEEDS.items():
+        write(os.path.join(HERE, 'corpus', 'session'), name, data)
 
 
 if __name__ == '__main__':
