@@ -106,7 +106,7 @@ for name in "${names[@]}"; do
   log=$out/$name/log
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)
   corpus=$(find "$out/$name/corpus" -type f | wc -l)
   result=ok
   if ((status[$name] != 0)); then
