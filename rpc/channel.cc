@@ -470,6 +470,7 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<ClientSession>>> Channel::DialOnc
   session_options.keepalive_timeout = options_.keepalive_timeout;
   session_options.stall_timeout = options_.frame_stall_timeout;
   session_options.max_queued_bytes = options_.max_queued_bytes;
+  session_options.pause_reading_when_over_bound = false;  // new calls wait in the channel instead
   session_options.peer_name = uri_;
   auto session =
       std::make_shared<ClientSession>(*std::move(connection), std::move(session_options), this);

@@ -55,8 +55,9 @@ struct ChannelOptions {
   // what the server announced; further calls wait in the channel, in order, until their turn or
   // their deadline.
   uint32_t max_concurrent_calls = 0;
-  // Above this many bytes queued for writing, new calls wait in the channel and the connection
-  // stops reading until the queue drains.
+  // Above this many bytes queued for writing, new calls wait in the channel until the queue
+  // drains. (The channel keeps reading: responses make it queue nothing, and a server's pings
+  // are rate-limited.)
   size_t max_queued_bytes = 4 * 1024 * 1024;
   // A server that stops in the middle of a frame for this long is dropped (calls fail
   // kUnavailable). 0: never.

@@ -150,10 +150,14 @@ std::span<std::byte> FrameDecoder::PayloadRoom(size_t max) {
   if (payload.size() < filled_ + want) {
     // Grow geometrically but never past the declared length: memory follows received bytes.
     size_t grown = std::min(std::max(filled_ + want, filled_ * 2), size_t(partial_length_));
-    if (payload.empty()) {
-      payload = TakeBuffer(grown);
-    } else {
+    if (payload.capacity() >= grown) {
       payload.resize(grown);
+    } else {
+      // A pooled buffer when large (no fresh pages to fault in), the bytes so far copied over.
+      std::string bigger = TakeBuffer(grown);
+      std::memcpy(bigger.data(), payload.data(), filled_);
+      ReturnBuffer(std::move(payload));
+      payload = std::move(bigger);
     }
   }
   return std::as_writable_bytes(std::span<char>(payload.data() + filled_, want));

@@ -180,7 +180,7 @@ absl::Status Session::HandleControl(Frame& f, bool& handled) {
 asio::awaitable<void> Session::ReadLoop() {
   int frames_this_turn = 0;
   for (;;) {
-    if (over_queue_bound()) {
+    if (options_.pause_reading_when_over_bound && over_queue_bound()) {
       // Backpressure: the peer is not reading what we send; stop reading what it sends.
       reading_paused_ = true;
       read_resume_.expires_at(Clock::time_point::max());

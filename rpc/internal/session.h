@@ -73,6 +73,10 @@ struct SessionOptions {
   // Above this many bytes queued for writing, the session stops reading from the peer until the
   // queue is back under it, so a peer that does not read is pushed back on by its own kernel.
   size_t max_queued_bytes = 4 * 1024 * 1024;
+  // False for clients: what a server sends them (responses) makes them queue nothing, and their
+  // own requests wait in the channel instead; pausing there too would deadlock with a server
+  // that paused for the same reason (each waiting for the other to read).
+  bool pause_reading_when_over_bound = true;
   // Sent in our hello: the calls we serve at once on this connection (0: not limited).
   uint32_t max_concurrent_calls = 0;
   std::string peer_name;  // for messages, e.g. the endpoint a client dialled
