@@ -11,14 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "transport/endpoint.h"
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                 \
-    }                                                                               \
-  } while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 namespace courier {
 namespace {

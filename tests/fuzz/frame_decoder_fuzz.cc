@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "transport/frame.h"
+#include "tests/fuzz/fuzz_check.h"
 
 // With ASan (and the header, which clang ships and GCC does not) allocations are observed through
 // the sanitizer allocator's hook; otherwise by replacing operator new.
@@ -30,14 +31,6 @@
 #include <sanitizer/allocator_interface.h>
 #endif
 #endif
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                 \
-    }                                                                               \
-  } while (0)
 
 namespace courier::transport {
 namespace {

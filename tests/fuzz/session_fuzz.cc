@@ -52,14 +52,7 @@
 #include "transport/frame.h"
 #include "transport/registry.h"
 #include "transport/transport.h"
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                 \
-    }                                                                               \
-  } while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 namespace courier {
 namespace {
