@@ -113,7 +113,6 @@ using internal::use_nothrow;
 using transport::Frame;
 using transport::FrameType;
 
-
 namespace {
 
 // A wait of `base` randomised by ±jitter, as gRPC's connection backoff.
@@ -193,15 +192,13 @@ bool Channel::connected() const {
   return session_ != nullptr && !session_->closed() && !session_->draining;
 }
 
-size_t Channel::queued_bytes() const {
-  return session_ == nullptr ? 0 : session_->queued_bytes();
-}
+size_t Channel::queued_bytes() const { return session_ == nullptr ? 0 : session_->queued_bytes(); }
 
 size_t Channel::calls_waiting() const {
   size_t n = 0;
   for (uint32_t id : waiting_) {
-    if (auto it = pending_.find(id); it != pending_.end() && it->second->session == nullptr &&
-                                     !it->second->result) {
+    if (auto it = pending_.find(id);
+        it != pending_.end() && it->second->session == nullptr && !it->second->result) {
       ++n;
     }
   }
@@ -287,8 +284,7 @@ bool Channel::CanSendNow() const {
   if (session_ == nullptr || session_->closed() || session_->draining) return false;
   if (session_->over_queue_bound()) return false;
   uint32_t limit = session_->peer_max_concurrent_calls();
-  if (options_.max_concurrent_calls != 0 &&
-      (limit == 0 || options_.max_concurrent_calls < limit)) {
+  if (options_.max_concurrent_calls != 0 && (limit == 0 || options_.max_concurrent_calls < limit)) {
     limit = options_.max_concurrent_calls;
   }
   return limit == 0 || session_->calls < limit;
@@ -307,12 +303,12 @@ void Channel::Dispatch(uint32_t call_id, PendingCall& call) {
   }
   if (!dialing_ && Clock::now() < retry_at_ && !call.wait_for_ready) {
     // Backing off after a failed attempt: fail fast, as gRPC does, rather than dial again.
-    Complete(call, absl::UnavailableError(absl::StrCat(
-                       last_failure_.message(), " (waiting ",
-                       std::chrono::duration_cast<std::chrono::milliseconds>(retry_at_ -
-                                                                             Clock::now())
-                           .count(),
-                       " ms before the next attempt)")));
+    Complete(
+        call,
+        absl::UnavailableError(absl::StrCat(
+            last_failure_.message(), " (waiting ",
+            std::chrono::duration_cast<std::chrono::milliseconds>(retry_at_ - Clock::now()).count(),
+            " ms before the next attempt)")));
     return;
   }
   waiting_.push_back(call_id);
@@ -461,8 +457,8 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<ClientSession>>> Channel::DialOnc
     const absl::StatusCode code = connection.status().code() == absl::StatusCode::kInvalidArgument
                                       ? absl::StatusCode::kInvalidArgument
                                       : absl::StatusCode::kUnavailable;
-    co_return absl::Status(
-        code, absl::StrCat("connect to ", uri_, ": ", connection.status().message()));
+    co_return absl::Status(code,
+                           absl::StrCat("connect to ", uri_, ": ", connection.status().message()));
   }
   internal::SessionOptions session_options;
   session_options.max_message_size = options_.max_message_size;

@@ -111,12 +111,9 @@ class Channel : public std::enable_shared_from_this<Channel> {
   // in-place parsing; the metadata was checked with internal::ValidateMetadata. `method` must
   // stay valid until done, and the awaiting coroutine must have
   // Asio's throw_if_cancelled turned off (internal::WithoutCancellationThrow).
-  asio::awaitable<absl::StatusOr<internal::Reply>> CallEncoded(std::string_view method,
-                                                               std::string payload,
-                                                               size_t message_size,
-                                                               Clock::duration timeout,
-                                                               Metadata* response_metadata,
-                                                               bool wait_for_ready = false);
+  asio::awaitable<absl::StatusOr<internal::Reply>> CallEncoded(
+      std::string_view method, std::string payload, size_t message_size, Clock::duration timeout,
+      Metadata* response_metadata, bool wait_for_ready = false);
 
   // Call() for any completion token: a callback taking absl::StatusOr<std::string>,
   // asio::use_future, asio::use_awaitable...
@@ -192,7 +189,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
   Clock::time_point retry_at_ = Clock::time_point::min();
   Clock::duration next_backoff_;
   absl::Status last_failure_;
-  asio::steady_timer retry_timer_;    // redials at retry_at_ for wait_for_ready calls
+  asio::steady_timer retry_timer_;   // redials at retry_at_ for wait_for_ready calls
   asio::steady_timer abandon_dial_;  // cancelled to abandon the attempt in progress
 };
 

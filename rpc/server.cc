@@ -179,8 +179,8 @@ class ServerSession final : public Session {
 
   void OnPeerAbuse(absl::Status why) override {
     state_->closed_for_abuse.fetch_add(1, std::memory_order_relaxed);
-    LogRateLimited(LogSeverity::kWarning,
-                   absl::StrCat("courier server: goaway to ", peer().address, ": ", why.ToString()));
+    LogRateLimited(LogSeverity::kWarning, absl::StrCat("courier server: goaway to ", peer().address,
+                                                       ": ", why.ToString()));
     abusive_ = true;
     GoAwayAndClose(max_call_id_, std::move(why));
   }
@@ -189,9 +189,8 @@ class ServerSession final : public Session {
     const auto code = why.code();
     if (code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kCancelled &&
         code != absl::StatusCode::kOk && !abusive_) {
-      LogRateLimited(LogSeverity::kWarning,
-                     absl::StrCat("courier server: closing connection from ", peer().address, ": ",
-                                  why.ToString()));
+      LogRateLimited(LogSeverity::kWarning, absl::StrCat("courier server: closing connection from ",
+                                                         peer().address, ": ", why.ToString()));
     }
     drain_timer_.cancel();
     deadline_timer_.cancel();
@@ -262,7 +261,8 @@ class ServerSession final : public Session {
     }
     auto method = state_->methods.find(transport::AsAbsl(header->method));
     if (method == state_->methods.end()) {
-      Respond(id, absl::UnimplementedError(absl::StrCat("unknown method ", Printable(header->method))),
+      Respond(id,
+              absl::UnimplementedError(absl::StrCat("unknown method ", Printable(header->method))),
               {});
       return;
     }
@@ -273,14 +273,16 @@ class ServerSession final : public Session {
                   std::chrono::microseconds(std::min<uint64_t>(header->timeout_us, 1ull << 50));
     const size_t offset = header->message_offset;
     auto call = std::make_shared<ServerCall>(
-        id, ServerContext(method->second->full_name, deadline, peer(), std::move(header->metadata)));
+        id,
+        ServerContext(method->second->full_name, deadline, peer(), std::move(header->metadata)));
     calls_.emplace(id, call);
     state_->active_calls.fetch_add(1, std::memory_order_relaxed);
     if (deadline != Clock::time_point::max()) {
       deadlines_.insert({deadline, id});
       WatchDeadline(deadline);
     }
-    asio::co_spawn(executor(), RunCall(shared_self(), call, method->second, std::move(frame.payload), offset),
+    asio::co_spawn(executor(),
+                   RunCall(shared_self(), call, method->second, std::move(frame.payload), offset),
                    asio::bind_cancellation_slot(call->signal.slot(), asio::detached));
   }
 
@@ -506,8 +508,8 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
       if (!failing_since) {
         failing_since = Clock::now();
         Log(LogSeverity::kWarning,
-            absl::StrCat("courier server: accept on ", listener->local_endpoint().ToString(),
-                         ": ", connection.status().ToString(),
+            absl::StrCat("courier server: accept on ", listener->local_endpoint().ToString(), ": ",
+                         connection.status().ToString(),
                          "; retrying with backoff, logged again when accepting recovers"));
       }
       pause_timer.expires_after(pause);
@@ -517,23 +519,23 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
     }
     if (failing_since) {
       Log(LogSeverity::kInfo,
-          absl::StrCat("courier server: accept on ", listener->local_endpoint().ToString(),
-                       " works again after ",
-                       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() -
-                                                                             *failing_since)
-                           .count(),
-                       " ms"));
+          absl::StrCat(
+              "courier server: accept on ", listener->local_endpoint().ToString(),
+              " works again after ",
+              std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *failing_since)
+                  .count(),
+              " ms"));
       failing_since.reset();
       pause = kFirstPause;
     }
     if (state->live_sessions.load() >= state->options.max_connections) {
       state->connections_refused.fetch_add(1, std::memory_order_relaxed);
       (*connection)->Close();
-      LogRateLimited(LogSeverity::kWarning,
-                     absl::StrCat("courier server: refused a connection from ",
-                                  (*connection)->peer().address, ": ",
-                                  state->options.max_connections,
-                                  " connections open (ServerOptions::max_connections)"));
+      LogRateLimited(
+          LogSeverity::kWarning,
+          absl::StrCat("courier server: refused a connection from ", (*connection)->peer().address,
+                       ": ", state->options.max_connections,
+                       " connections open (ServerOptions::max_connections)"));
       continue;
     }
     state->live_sessions.fetch_add(1);

@@ -141,8 +141,8 @@ absl::Status Session::HandleHello(const Frame& frame) {
   }
   if (hello.max_frame_payload() != 0 && hello.max_frame_payload() < kMinFramePayload) {
     return absl::FailedPreconditionError(
-        absl::StrCat("protocol error: peer announced max_frame_payload ",
-                     hello.max_frame_payload(), ", below the minimum of ", kMinFramePayload));
+        absl::StrCat("protocol error: peer announced max_frame_payload ", hello.max_frame_payload(),
+                     ", below the minimum of ", kMinFramePayload));
   }
   peer_hello_ = std::move(hello);
   return absl::OkStatus();
@@ -159,9 +159,9 @@ absl::Status Session::HandleControl(Frame& f, bool& handled) {
                                                 " and ", f.payload.size(), " payload bytes"));
       }
       if (!ping_budget_.Take(last_read_)) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("too many pings (more than ", kPingBurst, " at once or ",
-                         kPingsPerSecond, " per second)"));
+        return absl::ResourceExhaustedError(absl::StrCat("too many pings (more than ", kPingBurst,
+                                                         " at once or ", kPingsPerSecond,
+                                                         " per second)"));
       }
       Send(Frame{FrameType::kPong, 0, 0, std::move(f.payload)});
       return absl::OkStatus();
@@ -310,8 +310,8 @@ void Session::OnWatchdog() {
   const Clock::time_point now = Clock::now();
   if (!handshaken()) {
     if (options_.handshake_timeout.count() > 0 && now >= started_ + options_.handshake_timeout) {
-      Close(absl::DeadlineExceededError(absl::StrCat("no protocol hello from ",
-                                                     options_.peer_name, " within ",
+      Close(absl::DeadlineExceededError(absl::StrCat("no protocol hello from ", options_.peer_name,
+                                                     " within ",
                                                      Seconds(options_.handshake_timeout))));
       return;
     }
@@ -319,15 +319,15 @@ void Session::OnWatchdog() {
     const Clock::time_point last = std::max(framed_.last_receive(), read_resumed_);
     if (options_.stall_timeout.count() > 0 && !reading_paused_ && framed_.mid_frame() &&
         now - last >= options_.stall_timeout) {
-      Close(absl::DeadlineExceededError(
-          absl::StrCat(options_.peer_name, " stalled in the middle of a frame for ",
-                       Seconds(options_.stall_timeout))));
+      Close(absl::DeadlineExceededError(absl::StrCat(options_.peer_name,
+                                                     " stalled in the middle of a frame for ",
+                                                     Seconds(options_.stall_timeout))));
       return;
     }
-    if (options_.idle_timeout.count() > 0 && now - framed_.last_receive() >= options_.idle_timeout &&
-        Idle()) {
-      GoAwayAndClose(0, absl::UnavailableError(absl::StrCat(
-                            "connection idle for ", Seconds(options_.idle_timeout))));
+    if (options_.idle_timeout.count() > 0 &&
+        now - framed_.last_receive() >= options_.idle_timeout && Idle()) {
+      GoAwayAndClose(0, absl::UnavailableError(
+                            absl::StrCat("connection idle for ", Seconds(options_.idle_timeout))));
       return;
     }
   }

@@ -31,7 +31,8 @@ class RateBudget {
       : burst_(burst), per_second_(per_second), tokens_(burst), last_(Clock::now()) {}
   // False when the budget is spent.
   bool Take(Clock::time_point now) {
-    tokens_ = std::min(burst_, tokens_ + per_second_ * std::chrono::duration<double>(now - last_).count());
+    tokens_ = std::min(burst_,
+                       tokens_ + per_second_ * std::chrono::duration<double>(now - last_).count());
     last_ = now;
     if (tokens_ < 1) return false;
     tokens_ -= 1;
@@ -161,10 +162,10 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::steady_timer outbox_ready_;
   asio::steady_timer read_resume_;  // the read loop waits here while over the queue bound
   asio::steady_timer keepalive_timer_;
-  asio::steady_timer watchdog_;       // hello, mid-frame stall and idle time limits
-  asio::steady_timer flush_timer_;    // bounds CloseAfterFlush
+  asio::steady_timer watchdog_;     // hello, mid-frame stall and idle time limits
+  asio::steady_timer flush_timer_;  // bounds CloseAfterFlush
   Clock::time_point started_;
-  Clock::time_point read_resumed_;    // stall time is counted from here after a pause
+  Clock::time_point read_resumed_;  // stall time is counted from here after a pause
   Clock::time_point last_read_;
   std::optional<wire::Hello> peer_hello_;
   RateBudget ping_budget_{kPingBurst, kPingsPerSecond};

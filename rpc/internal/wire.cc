@@ -138,8 +138,8 @@ bool ReadBytes(CodedInputStream& in, const char* base, std::string_view& out) {
 bool ValidKey(std::string_view key) {
   if (key.empty()) return false;
   for (char c : key) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-                    c == '.';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
     if (!ok) return false;
   }
   return true;
@@ -156,15 +156,14 @@ absl::Status ValidateMetadata(const Metadata& metadata) {
   size_t bytes = 0;
   for (const auto& [key, value] : metadata) {
     if (!ValidKey(key)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "metadata key '", Printable(key), "' is not lowercase ASCII (a-z 0-9 - _ .)"));
+      return absl::InvalidArgumentError(absl::StrCat("metadata key '", Printable(key),
+                                                     "' is not lowercase ASCII (a-z 0-9 - _ .)"));
     }
     bytes += key.size() + value.size() + 8;
   }
   if (bytes > kMaxRequestHeader - 1024) {
-    return absl::ResourceExhaustedError(absl::StrCat("metadata of ", bytes,
-                                                     " bytes exceeds the limit of ",
-                                                     kMaxRequestHeader - 1024, " bytes"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "metadata of ", bytes, " bytes exceeds the limit of ", kMaxRequestHeader - 1024, " bytes"));
   }
   return absl::OkStatus();
 }
@@ -216,9 +215,8 @@ absl::StatusOr<RequestHeaderView> DecodeRequestHeader(std::string_view payload) 
   const size_t start = static_cast<size_t>(outer.CurrentPosition());
   if (size > payload.size() - start) return malformed;
   if (size > kMaxRequestHeader) {
-    return absl::ResourceExhaustedError(absl::StrCat("request header of ", size,
-                                                     " bytes exceeds the limit of ",
-                                                     kMaxRequestHeader, " bytes"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request header of ", size, " bytes exceeds the limit of ", kMaxRequestHeader, " bytes"));
   }
   const char* base = payload.data() + start;
   CodedInputStream in(reinterpret_cast<const uint8_t*>(base), static_cast<int>(size));
@@ -250,8 +248,8 @@ absl::StatusOr<RequestHeaderView> DecodeRequestHeader(std::string_view payload) 
               "metadata key '", Printable(key), "' is not lowercase ASCII (a-z 0-9 - _ .)"));
         }
         if (header.metadata.size() == kMaxMetadataEntries) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "request carries more than ", kMaxMetadataEntries, " metadata entries"));
+          return absl::ResourceExhaustedError(
+              absl::StrCat("request carries more than ", kMaxMetadataEntries, " metadata entries"));
         }
         header.metadata.emplace_back(key, value);
         break;

@@ -10,8 +10,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "transport/endpoint.h"
 #include "tests/fuzz/fuzz_check.h"
+#include "transport/endpoint.h"
 
 namespace courier {
 namespace {

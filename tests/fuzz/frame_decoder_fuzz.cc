@@ -20,8 +20,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "transport/frame.h"
 #include "tests/fuzz/fuzz_check.h"
+#include "transport/frame.h"
 
 // With ASan (and the header, which clang ships and GCC does not) allocations are observed through
 // the sanitizer allocator's hook; otherwise by replacing operator new.

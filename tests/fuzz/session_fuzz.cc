@@ -48,11 +48,11 @@
 #include "rpc/server.h"
 #include "rpc/service.h"
 #include "rpc/wire.pb.h"
+#include "tests/fuzz/fuzz_check.h"
 #include "transport/endpoint.h"
 #include "transport/frame.h"
 #include "transport/registry.h"
 #include "transport/transport.h"
-#include "tests/fuzz/fuzz_check.h"
 
 namespace courier {
 namespace {

@@ -283,8 +283,8 @@ TEST_P(EchoTest, ReconnectsAfterTheServerComesBack) {
   // asks to wait for the connection gets through once the channel tries again.
   EXPECT_THAT(Call(channel, testing::kEcho, "backing off"),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("before the next attempt")));
-  EXPECT_THAT(Call(channel, testing::kEcho, "two", {.timeout = std::chrono::seconds(5),
-                                                    .wait_for_ready = true}),
+  EXPECT_THAT(Call(channel, testing::kEcho, "two",
+                   {.timeout = std::chrono::seconds(5), .wait_for_ready = true}),
               IsOk());
 }
 

@@ -75,7 +75,8 @@ class LimitsTest : public ::testing::TestWithParam<transport::TransportInfo> {
     size_t written = 0;
     int idle_rounds = 0;
     for (uint32_t id = 1; written < limit && idle_rounds < 50;) {
-      if (bytes.empty()) bytes = testing::RequestBytes(id++, testing::kEcho, std::string(size, 'x'));
+      if (bytes.empty())
+        bytes = testing::RequestBytes(id++, testing::kEcho, std::string(size, 'x'));
       const size_t n = peer.TryWrite(bytes);
       written += n;
       bytes.erase(0, n);
@@ -334,7 +335,8 @@ TEST_P(LimitsTest, ExpiringDeadlinesExamineOnlyExpiredCalls) {
   auto channel = NewChannel();
   constexpr int kLong = 2000, kShort = 50;
   for (int i = 0; i < kLong; ++i) {
-    asio::co_spawn(io_, channel->Call(testing::kSleep, "60000", {.timeout = std::chrono::minutes(1)}),
+    asio::co_spawn(io_,
+                   channel->Call(testing::kSleep, "60000", {.timeout = std::chrono::minutes(1)}),
                    asio::detached);
   }
   ASSERT_TRUE(RunUntil(io_, [&] { return server_->active_calls() == kLong; }));
@@ -393,10 +395,10 @@ TEST_P(ChannelLimitsTest, WaitForReadyWaitsForTheServer) {
     ASSERT_THAT(server_->AddService(service_.service()), IsOk());
     ASSERT_THAT(server_->Listen(endpoint_.ToString()), IsOk());
   });
-  EXPECT_THAT(RunCoro(io_, channel->Call(testing::kEcho, "x",
-                                         {.timeout = std::chrono::seconds(5),
-                                          .wait_for_ready = true})),
-              IsOk());
+  EXPECT_THAT(
+      RunCoro(io_, channel->Call(testing::kEcho, "x",
+                                 {.timeout = std::chrono::seconds(5), .wait_for_ready = true})),
+      IsOk());
 }
 
 // A server that accepts connections but never says hello (a stopped process): the call gives up
@@ -406,9 +408,9 @@ TEST_P(ChannelLimitsTest, GivingUpAbandonsTheConnectionAttempt) {
   auto transport = transport::NewTransport(GetParam().scheme, io.get_executor()).value();
   auto listener = transport->Listen(GetParam().loopback_endpoint()).value();  // never accepts
   auto channel = Channel::Create(io.get_executor(), listener->local_endpoint().ToString()).value();
-  EXPECT_THAT(RunCoro(io, channel->Call(testing::kEcho, "x",
-                                        {.timeout = std::chrono::milliseconds(200)})),
-              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_THAT(
+      RunCoro(io, channel->Call(testing::kEcho, "x", {.timeout = std::chrono::milliseconds(200)})),
+      StatusIs(absl::StatusCode::kDeadlineExceeded));
   const auto start = Clock::now();
   io.restart();
   io.run_for(std::chrono::seconds(5));  // returns as soon as no work is left
@@ -433,8 +435,9 @@ TEST_P(ChannelLimitsTest, GivingUpTakesBackTheUnsentRequest) {
   auto channel = Channel::Create(io_.get_executor(), listener->local_endpoint().ToString(),
                                  {.max_queued_bytes = 64u << 20})
                      .value();
-  ASSERT_THAT(RunCoro(io_, channel->Call(testing::kEcho, "", {.timeout = std::chrono::milliseconds(50)})),
-              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  ASSERT_THAT(
+      RunCoro(io_, channel->Call(testing::kEcho, "", {.timeout = std::chrono::milliseconds(50)})),
+      StatusIs(absl::StatusCode::kDeadlineExceeded));
   constexpr int kCalls = 100;
   int done = 0;
   for (int i = 0; i < kCalls; ++i) {
@@ -554,9 +557,9 @@ TEST_P(WireRulesTest, ReservedFrameTypeBeforeTheHelloIsAProtocolError) {
 
 TEST_P(WireRulesTest, ReservedFrameTypeAfterTheHelloIsIgnored) {
   StartServer();
-  std::optional<testing::RawResponse> r = FirstResponse(
-      testing::ControlBytes(FrameType(200), 5, "skip me") +
-      testing::RequestBytes(1, testing::kEcho, "after"));
+  std::optional<testing::RawResponse> r =
+      FirstResponse(testing::ControlBytes(FrameType(200), 5, "skip me") +
+                    testing::RequestBytes(1, testing::kEcho, "after"));
   ASSERT_TRUE(r.has_value());
   EXPECT_THAT(r->status, IsOk());
 }
@@ -606,8 +609,8 @@ TEST_P(WireRulesTest, ResponseSentToAServerClosesTheConnection) {
 
 TEST_P(WireRulesTest, UppercaseMetadataKeyIsInvalidArgument) {
   StartServer();
-  std::optional<testing::RawResponse> r = FirstResponse(
-      testing::RequestBytes(1, testing::kEcho, "x", 1000000, {{"Token", "secret"}}));
+  std::optional<testing::RawResponse> r =
+      FirstResponse(testing::RequestBytes(1, testing::kEcho, "x", 1000000, {{"Token", "secret"}}));
   ASSERT_TRUE(r.has_value());
   EXPECT_THAT(r->status, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("lowercase")));
 }
@@ -621,8 +624,9 @@ TEST_P(WireRulesTest, ChannelRefusesMetadataThePeerWouldRefuse) {
   for (int i = 0; i < 65; ++i) many.emplace_back(absl::StrCat("k", i), "v");
   EXPECT_THAT(RunCoro(io_, channel->Call(testing::kEcho, "x", {.metadata = many})),
               StatusIs(absl::StatusCode::kResourceExhausted));
-  EXPECT_THAT(RunCoro(io_, channel->Call(testing::kEcho, "x", {.metadata = {{"good-key.1_x", "v"}}})),
-              IsOk());
+  EXPECT_THAT(
+      RunCoro(io_, channel->Call(testing::kEcho, "x", {.metadata = {{"good-key.1_x", "v"}}})),
+      IsOk());
 }
 
 TEST_P(WireRulesTest, TooLongUnixPathIsInvalidArgumentOnBothSides) {

@@ -121,7 +121,8 @@ class RawPeer {
   }
   void ReadUntilClosed(asio::io_context& io,
                        std::chrono::milliseconds bound = std::chrono::seconds(5)) {
-    ReadUntil(io, [](const std::string&) { return false; }, bound);
+    ReadUntil(
+        io, [](const std::string&) { return false; }, bound);
   }
 
   const std::string& received() const { return received_; }

@@ -105,11 +105,10 @@ class SocketConnection final : public Connection {
       peer_.credentials = ReadPeerCredentials(socket_.native_handle());
       // A client socket is unnamed: say who it is from the kernel's credentials instead.
       if (endpoint.address.empty()) {
-        peer_.address = peer_.credentials
-                            ? absl::StrCat("unix:pid=", peer_.credentials->pid,
-                                           ",uid=", peer_.credentials->uid,
-                                           ",gid=", peer_.credentials->gid)
-                            : "unix:unnamed";
+        peer_.address = peer_.credentials ? absl::StrCat("unix:pid=", peer_.credentials->pid,
+                                                         ",uid=", peer_.credentials->uid,
+                                                         ",gid=", peer_.credentials->gid)
+                                          : "unix:unnamed";
       }
     }
   }
