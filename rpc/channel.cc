@@ -194,15 +194,15 @@ bool Channel::connected() const {
 
 size_t Channel::queued_bytes() const { return session_ == nullptr ? 0 : session_->queued_bytes(); }
 
+PendingCall* Channel::Unsent(uint32_t call_id) const {
+  auto it = pending_.find(call_id);
+  if (it == pending_.end() || it->second->result || it->second->session != nullptr) return nullptr;
+  return it->second;
+}
+
 size_t Channel::calls_waiting() const {
-  size_t n = 0;
-  for (uint32_t id : waiting_) {
-    if (auto it = pending_.find(id);
-        it != pending_.end() && it->second->session == nullptr && !it->second->result) {
-      ++n;
-    }
-  }
-  return n;
+  return std::count_if(waiting_.begin(), waiting_.end(),
+                       [this](uint32_t id) { return Unsent(id) != nullptr; });
 }
 
 asio::awaitable<absl::StatusOr<std::string>> Channel::CallBytes(std::string method,
@@ -269,10 +269,11 @@ asio::awaitable<absl::StatusOr<internal::Reply>> Channel::CallEncoded(
   if (session != nullptr && session->draining && session->calls == 0 && !session->closed()) {
     session->Close(absl::CancelledError("drained after goaway"));
   }
-  if (session == nullptr && dialing_ && !AnyoneWaiting()) {
-    abandon_dial_.cancel();  // nobody waits for the connection any more
+  if (session == nullptr && !AnyoneWaiting()) {
+    // Nobody waits for the connection any more.
+    abandon_dial_.cancel();
+    retry_timer_.cancel();
   }
-  if (session == nullptr && !AnyoneWaiting()) retry_timer_.cancel();
   if (waiting_.size() > 2 * pending_.size() + 64) {
     std::erase_if(waiting_, [this](uint32_t id) { return !pending_.contains(id); });
   }
@@ -312,11 +313,7 @@ void Channel::Dispatch(uint32_t call_id, PendingCall& call) {
     return;
   }
   waiting_.push_back(call_id);
-  if (Clock::now() < retry_at_) {
-    ScheduleRetry();
-  } else {
-    StartDial();
-  }
+  DialWhenAllowed();
 }
 
 void Channel::SendOn(ClientSession& session, uint32_t call_id, PendingCall& call) {
@@ -335,33 +332,30 @@ void Channel::SendOn(ClientSession& session, uint32_t call_id, PendingCall& call
 
 void Channel::PumpWaiting() {
   while (!waiting_.empty()) {
-    auto it = pending_.find(waiting_.front());
-    if (it == pending_.end() || it->second->result || it->second->session != nullptr) {
+    const uint32_t id = waiting_.front();
+    PendingCall* call = Unsent(id);
+    if (call == nullptr) {
       waiting_.pop_front();  // gave up, or already sent
       continue;
     }
     if (!CanSendNow()) break;
-    const uint32_t id = waiting_.front();
     waiting_.pop_front();
-    SendOn(*session_, id, *it->second);
+    SendOn(*session_, id, *call);
   }
-  if (!waiting_.empty() && session_ == nullptr && AnyoneWaiting()) {
-    if (Clock::now() < retry_at_) {
-      ScheduleRetry();
-    } else {
-      StartDial();
-    }
-  }
+  if (session_ == nullptr && AnyoneWaiting()) DialWhenAllowed();
 }
 
 bool Channel::AnyoneWaiting() const {
-  for (uint32_t id : waiting_) {
-    auto it = pending_.find(id);
-    if (it != pending_.end() && !it->second->result && it->second->session == nullptr) {
-      return true;
-    }
+  return std::any_of(waiting_.begin(), waiting_.end(),
+                     [this](uint32_t id) { return Unsent(id) != nullptr; });
+}
+
+void Channel::DialWhenAllowed() {
+  if (Clock::now() < retry_at_) {
+    ScheduleRetry();
+  } else {
+    StartDial();
   }
-  return false;
 }
 
 void Channel::Complete(PendingCall& call, absl::StatusOr<internal::Reply> result) {
@@ -436,12 +430,12 @@ void Channel::OnDialFailed(const absl::Status& why) {
   std::deque<uint32_t> waiting;
   waiting.swap(waiting_);
   for (uint32_t id : waiting) {
-    auto it = pending_.find(id);
-    if (it == pending_.end() || it->second->result || it->second->session != nullptr) continue;
-    if (it->second->wait_for_ready) {
+    PendingCall* call = Unsent(id);
+    if (call == nullptr) continue;
+    if (call->wait_for_ready) {
       waiting_.push_back(id);
     } else {
-      Complete(*it->second, why);
+      Complete(*call, why);
     }
   }
   if (!waiting_.empty()) ScheduleRetry();

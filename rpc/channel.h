@@ -156,8 +156,12 @@ class Channel : public std::enable_shared_from_this<Channel> {
   void PumpWaiting();
   bool CanSendNow() const;
   void SendOn(internal::ClientSession& session, uint32_t call_id, internal::PendingCall& call);
+  // The call `call_id` if it is still waiting in the channel (not completed, not sent).
+  internal::PendingCall* Unsent(uint32_t call_id) const;
   // True if some call still waits for a connection.
   bool AnyoneWaiting() const;
+  // Dials now, or when the backoff allows (for wait_for_ready calls).
+  void DialWhenAllowed();
   void StartDial();
   void ScheduleRetry();
   asio::awaitable<void> Dial(std::shared_ptr<Channel> self);
