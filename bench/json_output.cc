@@ -52,17 +52,25 @@ std::string Cpu(const CpuTimes& client, const CpuTimes& server) {
                       ", \"server_cpu_system_us\": ", Num(server.system));
 }
 
+// Heap allocations per call, each process; null when not counted (a sanitizer build).
+std::string Allocs(const std::optional<double>& client, const std::optional<double>& server) {
+  return absl::StrCat("\"client_allocs_per_call\": ", Num(client),
+                      ", \"server_allocs_per_call\": ", Num(server));
+}
+
 std::string Latency(const LatencyFigures& f) {
   return absl::StrCat("{\"calls\": ", f.calls, ", \"p50_us\": ", Num(f.p50_us),
                       ", \"p99_us\": ", Num(f.p99_us), ", \"p999_us\": ", Num(f.p999_us),
                       ", \"mean_us\": ", Num(f.mean_us), ", \"min_us\": ", Num(f.min_us),
-                      ", \"max_us\": ", Num(f.max_us), ", ", Cpu(f.client_cpu, f.server_cpu), "}");
+                      ", \"max_us\": ", Num(f.max_us), ", ", Cpu(f.client_cpu, f.server_cpu), ", ",
+                      Allocs(f.client_allocs_per_call, f.server_allocs_per_call), "}");
 }
 
 std::string Throughput(const ThroughputFigures& f) {
   return absl::StrCat("{\"in_flight\": ", f.in_flight, ", \"calls\": ", f.calls,
                       ", \"seconds\": ", Num(f.seconds), ", \"calls_per_s\": ", Num(f.calls_per_s),
-                      ", ", Cpu(f.client_cpu, f.server_cpu), "}");
+                      ", ", Cpu(f.client_cpu, f.server_cpu), ", ",
+                      Allocs(f.client_allocs_per_call, f.server_allocs_per_call), "}");
 }
 
 std::string Case(const CaseResult& c) {
@@ -89,7 +97,7 @@ std::string RatioJson(const Ratio& r, const std::vector<int>& in_flight) {
 
 std::string Target(const TargetCheck& t) {
   return absl::StrCat("    {\"target\": ", Str(t.description), ", \"value\": ", Num(t.value),
-                      ", \"limit\": ", Num(t.limit),
+                      ", \"limit\": ", Num(t.limit), ", \"unit\": ", Str(t.unit),
                       ", \"higher_is_better\": ", Bool(t.higher_is_better),
                       ", \"verdict\": ", Str(t.verdict), "}");
 }
@@ -110,12 +118,16 @@ std::string ToJson(const RunResult& run) {
       ", \"hostname\": ", Str(m.hostname), ", \"pinned\": ", Bool(m.pinned),
       ", \"server_cpu\": ", m.server_cpu, ", \"client_cpu\": ", m.client_cpu,
       "},\n  \"grpc\": {\"included\": ", Bool(run.grpc_included),
-      ", \"note\": ", Str(run.grpc_note), "},\n  \"in_flight\": [", absl::StrJoin(in_flight, ", "),
-      "],\n  \"units\": {\"latency\": \"microseconds\", ",
-      "\"cpu\": \"microseconds of CPU time per call\", \"throughput\": \"calls per second\"},\n",
-      "  \"results\": [\n", absl::StrJoin(cases, ",\n"), "\n  ],\n  \"ratios\": [\n",
-      absl::StrJoin(ratios, ",\n"), "\n  ],\n  \"targets\": [\n", absl::StrJoin(targets, ",\n"),
-      "\n  ]\n}\n");
+      ", \"note\": ", Str(run.grpc_note),
+      "},\n  \"capnp\": {\"included\": ", Bool(run.capnp_included),
+      ", \"note\": ", Str(run.capnp_note),
+      "},\n  \"allocs\": {\"counted\": ", Bool(run.allocs_counted),
+      ", \"note\": ", Str(run.allocs_note), "},\n  \"in_flight\": [",
+      absl::StrJoin(in_flight, ", "), "],\n  \"units\": {\"latency\": \"microseconds\", ",
+      "\"cpu\": \"microseconds of CPU time per call\", \"throughput\": \"calls per second\", ",
+      "\"allocs\": \"operator new calls per call\"},\n", "  \"results\": [\n",
+      absl::StrJoin(cases, ",\n"), "\n  ],\n  \"ratios\": [\n", absl::StrJoin(ratios, ",\n"),
+      "\n  ],\n  \"targets\": [\n", absl::StrJoin(targets, ",\n"), "\n  ]\n}\n");
 }
 
 absl::Status WriteJsonFile(const RunResult& run, const std::string& path) {

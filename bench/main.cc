@@ -1,13 +1,15 @@
-// courier-bench: courier against the raw mechanism and gRPC, in one run on one machine.
+// courier-bench: courier against the raw mechanism, gRPC and Cap'n Proto, in one run on one
+// machine.
 //
 //   courier-bench [--quick | --full | --smoke] [--no-pin] [--filter SUBSTRING]
 //                 [--out-json PATH] [--out-svg PATH] [--latency-only] [--calls N]
 //
-// For each system (raw, courier, grpc) and transport it starts a server process (this program
-// with --serve, pinned to one CPU), runs the client here (pinned to another), and measures echo
-// latency (one call in flight), throughput (1/32/128 in flight) and CPU per call for 64 B, 4 KiB
-// and 1 MiB. Prints a table with ratios and writes JSON and SVG (bench-results.{json,svg} in the
-// working directory by default). Exits 1 if any case failed, 2 on bad flags.
+// For each system (raw, courier, grpc, capnp) and transport it starts a server process (this
+// program with --serve, pinned to one CPU), runs the client here (pinned to another), and measures
+// echo latency (one call in flight), throughput (1/32/128 in flight), CPU and heap allocations per
+// call on each side (alloc_counter.h) for 64 B, 4 KiB and 1 MiB. Prints a table with ratios and
+// writes JSON and SVG (bench-results.{json,svg} in the working directory by default).
+// Exits 1 if any case failed, 2 on bad flags.
 #include <signal.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <string>
 #include <string_view>
 
+#include "bench/alloc_counter.h"
 #include "bench/cpu.h"
 #include "bench/json_output.h"
 #include "bench/machine.h"
@@ -122,10 +125,15 @@ int Main(int argc, char** argv) {
 
   std::vector<std::unique_ptr<System>> systems = AllSystems();
   run.grpc_note = GrpcNote();
+  run.capnp_note = CapnpNote();
   for (const std::unique_ptr<System>& system : systems) {
     if (system->name() == "grpc") run.grpc_included = true;
+    if (system->name() == "capnp") run.capnp_included = true;
   }
-  std::fprintf(stderr, "courier-bench %s: gRPC %s\n", mode.c_str(), run.grpc_note.c_str());
+  run.allocs_counted = AllocCounterEnabled();
+  run.allocs_note = AllocCounterNote();
+  std::fprintf(stderr, "courier-bench %s: gRPC %s; Cap'n Proto %s\n", mode.c_str(),
+               run.grpc_note.c_str(), run.capnp_note.c_str());
   run.cases = RunCases(systems, options);
   std::fprintf(stderr, "\n");
 

@@ -25,6 +25,20 @@ std::string Times(const std::optional<double>& ratio) {
   return ratio ? absl::StrFormat("%.2fx", *ratio) : std::string("-");
 }
 
+// A target's value in its unit: "1.23x", "0.84 us", "2.00".
+std::string Value(const TargetCheck& t) {
+  if (!t.value) return "-";
+  if (t.unit == "us") return absl::StrFormat("%.2f us", *t.value);
+  if (t.unit == "x") return Times(t.value);
+  return absl::StrFormat("%.2f", *t.value);
+}
+
+// "2.0/1.0" (client/server allocations per call), or "n/a" when they were not counted.
+std::string Allocs(const std::optional<double>& client, const std::optional<double>& server) {
+  if (!client || !server) return "n/a";
+  return absl::StrFormat("%.1f/%.1f", *client, *server);
+}
+
 void PrintCases(const RunResult& run, std::FILE* out) {
   std::string header = absl::StrFormat("%-8s %-9s %-7s %9s %9s %9s", "system", "transport",
                                        "payload", "p50 us", "p99 us", "p99.9 us");
@@ -32,6 +46,9 @@ void PrintCases(const RunResult& run, std::FILE* out) {
     absl::StrAppend(&header, absl::StrFormat(" %11s", absl::StrCat("calls/s@", n)));
   for (int n : {1, 32}) {
     absl::StrAppend(&header, absl::StrFormat(" %15s", absl::StrCat("cpu@", n, " cli/srv")));
+  }
+  for (int n : {1, 32}) {
+    absl::StrAppend(&header, absl::StrFormat(" %17s", absl::StrCat("allocs@", n, " cli/srv")));
   }
   std::fprintf(out, "%s\n%s\n", header.c_str(), std::string(header.size(), '-').c_str());
   for (const CaseResult& c : run.cases) {
@@ -60,6 +77,17 @@ void PrintCases(const RunResult& run, std::FILE* out) {
                     " %15s", cpu ? absl::StrFormat("%s/%s", Micros(cpu->first), Micros(cpu->second))
                                  : std::string("-")));
     }
+    for (int n : {1, 32}) {
+      // Like CPU: at one in flight from the latency sample.
+      std::string allocs = "-";
+      if (n == 1 && c.latency) {
+        allocs = Allocs(c.latency->client_allocs_per_call, c.latency->server_allocs_per_call);
+      }
+      if (const ThroughputFigures* t = c.AtInFlight(n); n != 1 && t) {
+        allocs = Allocs(t->client_allocs_per_call, t->server_allocs_per_call);
+      }
+      absl::StrAppend(&row, absl::StrFormat(" %17s", allocs));
+    }
     std::fprintf(out, "%s\n", row.c_str());
     if (!c.error.empty()) std::fprintf(out, "  ^ FAILED: %s\n", c.error.c_str());
   }
@@ -86,9 +114,10 @@ void PrintRatios(const RunResult& run, std::FILE* out) {
 }
 
 void PrintTargets(const RunResult& run, std::FILE* out) {
-  std::fprintf(out, "\nTargets from issue #4 (ratios within this run)\n");
+  std::fprintf(out,
+               "\nTargets from issue #8 (ratios within this run; CPU and allocations per call)\n");
   for (const TargetCheck& t : CheckTargets(run)) {
-    std::fprintf(out, "  %-56s %8s  %s\n", t.description.c_str(), Times(t.value).c_str(),
+    std::fprintf(out, "  %-62s %9s  %s\n", t.description.c_str(), Value(t).c_str(),
                  t.verdict.c_str());
   }
 }
@@ -105,9 +134,12 @@ void PrintReport(const RunResult& run, std::FILE* out) {
                 .c_str()
           : "not pinned");
   std::fprintf(out, "gRPC: %s\n", run.grpc_note.c_str());
+  std::fprintf(out, "Cap'n Proto: %s\n", run.capnp_note.c_str());
+  std::fprintf(out, "heap allocations: %s\n", run.allocs_note.c_str());
   std::fprintf(out,
                "latency: one call in flight; calls/s: N calls in flight on one connection; "
-               "cpu: CPU us per call, client/server process\n\n");
+               "cpu: CPU us per call, client/server process; allocs: operator new calls per "
+               "call, client/server process\n\n");
   PrintCases(run, out);
   PrintRatios(run, out);
   PrintTargets(run, out);

@@ -57,8 +57,9 @@ std::vector<std::pair<std::string, size_t>> CasesOf(const RunResult& run,
 
 std::vector<Ratio> ComputeRatios(const RunResult& run) {
   std::vector<Ratio> ratios;
-  for (auto [numerator, denominator] :
-       {std::pair<std::string, std::string>{"courier", "raw"}, {"grpc", "courier"}}) {
+  for (auto [numerator, denominator] : {std::pair<std::string, std::string>{"courier", "raw"},
+                                        {"grpc", "courier"},
+                                        {"capnp", "courier"}}) {
     for (const auto& [transport, payload] : CasesOf(run, numerator)) {
       const CaseResult* a = run.Find(numerator, transport, payload);
       const CaseResult* b = run.Find(denominator, transport, payload);
@@ -76,38 +77,71 @@ std::vector<Ratio> ComputeRatios(const RunResult& run) {
 std::vector<TargetCheck> CheckTargets(const RunResult& run) {
   std::vector<TargetCheck> checks;
   auto add = [&](std::string description, std::optional<double> value, double limit,
-                 bool higher_is_better) {
+                 std::string unit, bool higher_is_better) {
     std::string verdict = "n/a";
     if (value) {
       verdict = (higher_is_better ? *value >= limit : *value <= limit) ? "met" : "missed";
     }
-    checks.push_back({std::move(description), value, limit, higher_is_better, verdict});
+    checks.push_back(
+        {std::move(description), value, limit, std::move(unit), higher_is_better, verdict});
   };
+  constexpr size_t kSmall = 64, kLarge = 1 << 20;
+  const CaseResult* courier_unix = run.Find("courier", "unix", kSmall);
   for (const char* transport : {"unix", "tcp"}) {
-    add(absl::StrCat("courier ", transport, " 64 B p50 <= 1.10x raw"),
-        Divide(P50(run.Find("courier", transport, 64)), P50(run.Find("raw", transport, 64))), 1.10,
-        false);
+    add(absl::StrCat("courier p50 <= 1.10x raw (", transport, " 64 B)"),
+        Divide(P50(run.Find("courier", transport, kSmall)),
+               P50(run.Find("raw", transport, kSmall))),
+        1.10, "x", false);
   }
-  add("courier unix 64 B calls/s @32 >= 10x grpc unix",
-      Divide(CallsPerSecond(run.Find("courier", "unix", 64), 32),
-             CallsPerSecond(run.Find("grpc", "unix", 64), 32)),
-      10.0, true);
   for (const char* transport : {"unix", "tcp"}) {
-    // "within 1.3x of the raw mechanism's throughput": raw calls/s / courier calls/s, the worst
-    // over the in-flight levels.
+    add(absl::StrCat("courier p50 below capnp's (", transport, " 64 B)"),
+        Divide(P50(run.Find("courier", transport, kSmall)),
+               P50(run.Find("capnp", transport, kSmall))),
+        1.0, "x", false);
+  }
+  add("courier calls/s @32 >= 10x grpc's (unix 64 B)",
+      Divide(CallsPerSecond(courier_unix, 32),
+             CallsPerSecond(run.Find("grpc", "unix", kSmall), 32)),
+      10.0, "x", true);
+  for (const char* transport : {"unix", "tcp"}) {
+    // The floor of one system call per message: raw's blocking echo, one call in flight.
+    add(absl::StrCat("courier calls/s @128 >= raw's @1 (", transport, " 64 B)"),
+        Divide(CallsPerSecond(run.Find("courier", transport, kSmall), 128),
+               CallsPerSecond(run.Find("raw", transport, kSmall), 1)),
+        1.0, "x", true);
+  }
+  const ThroughputFigures* at32 = courier_unix ? courier_unix->AtInFlight(32) : nullptr;
+  add("courier client CPU per call @32 <= 1.0 us (unix 64 B)",
+      at32 ? std::optional<double>(at32->client_cpu.total()) : std::nullopt, 1.0, "us", false);
+  add("courier server CPU per call @32 <= 1.0 us (unix 64 B)",
+      at32 ? std::optional<double>(at32->server_cpu.total()) : std::nullopt, 1.0, "us", false);
+  for (const char* transport : {"unix", "tcp"}) {
+    add(absl::StrCat("courier p50 <= 1.30x raw (", transport, " 1 MiB)"),
+        Divide(P50(run.Find("courier", transport, kLarge)),
+               P50(run.Find("raw", transport, kLarge))),
+        1.30, "x", false);
+  }
+  // "At most 2 heap allocations per call on each side": the worst of the latency sample and
+  // every throughput phase.
+  for (bool client : {true, false}) {
     std::optional<double> worst;
-    for (int n : run.in_flight) {
-      std::optional<double> ratio =
-          Divide(CallsPerSecond(run.Find("raw", transport, 1 << 20), n),
-                 CallsPerSecond(run.Find("courier", transport, 1 << 20), n));
-      if (!ratio) {
-        worst.reset();
-        break;
-      }
-      worst = std::max(worst.value_or(0), *ratio);
+    auto consider = [&](const std::optional<double>& client_allocs,
+                        const std::optional<double>& server_allocs) {
+      const std::optional<double>& allocs = client ? client_allocs : server_allocs;
+      if (allocs) worst = std::max(worst.value_or(0), *allocs);
+    };
+    if (courier_unix && courier_unix->latency) {
+      consider(courier_unix->latency->client_allocs_per_call,
+               courier_unix->latency->server_allocs_per_call);
     }
-    add(absl::StrCat("courier ", transport, " 1 MiB calls/s: raw/courier <= 1.30x (worst N)"),
-        worst, 1.30, false);
+    if (courier_unix) {
+      for (const ThroughputFigures& t : courier_unix->throughput) {
+        consider(t.client_allocs_per_call, t.server_allocs_per_call);
+      }
+    }
+    add(absl::StrCat("courier ", client ? "client" : "server",
+                     " heap allocs per call <= 2 (unix 64 B, worst N)"),
+        worst, 2.0, "allocs", false);
   }
   return checks;
 }

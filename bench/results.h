@@ -17,6 +17,8 @@ struct LatencyFigures {
   int64_t calls = 0;
   double p50_us = 0, p99_us = 0, p999_us = 0, mean_us = 0, min_us = 0, max_us = 0;
   CpuTimes client_cpu, server_cpu;  // per call, in microseconds, each process
+  // Heap allocations (operator new calls) per call, each process; nullopt when not counted.
+  std::optional<double> client_allocs_per_call, server_allocs_per_call;
 };
 
 // `in_flight` calls kept outstanding for `seconds` after a warm-up.
@@ -26,10 +28,12 @@ struct ThroughputFigures {
   double seconds = 0;
   double calls_per_s = 0;
   CpuTimes client_cpu, server_cpu;  // per call, in microseconds, each process
+  // Heap allocations (operator new calls) per call, each process; nullopt when not counted.
+  std::optional<double> client_allocs_per_call, server_allocs_per_call;
 };
 
 struct CaseResult {
-  std::string system;     // "raw", "courier", "grpc"
+  std::string system;     // "raw", "courier", "grpc", "capnp"
   std::string transport;  // "unix", "tcp", ...
   size_t payload = 0;     // bytes echoed per call
   std::string error;      // empty when every phase ran
@@ -50,7 +54,11 @@ struct RunResult {
   std::string mode;  // "smoke", "quick", "full"
   MachineInfo machine;
   bool grpc_included = false;
-  std::string grpc_note;  // why gRPC is absent, when it is
+  std::string grpc_note;  // its version, or why gRPC is absent
+  bool capnp_included = false;
+  std::string capnp_note;  // its version, or why Cap'n Proto is absent
+  bool allocs_counted = false;
+  std::string allocs_note;  // what the allocation counter counts, or why it is off
   std::vector<int> in_flight;
   std::vector<CaseResult> cases;
 
@@ -60,7 +68,7 @@ struct RunResult {
 
 // A ratio of two systems on one transport and payload: p50 latency and calls/s per in-flight.
 struct Ratio {
-  std::string numerator, denominator;  // systems: "courier"/"raw", "grpc"/"courier"
+  std::string numerator, denominator;  // "courier"/"raw", "grpc"/"courier", "capnp"/"courier"
   std::string transport;
   size_t payload = 0;
   std::optional<double> p50;                       // numerator p50 / denominator p50
@@ -68,11 +76,12 @@ struct Ratio {
 };
 std::vector<Ratio> ComputeRatios(const RunResult& run);
 
-// The issue's targets, checked within the run: "met", "missed" or "n/a" (a figure is missing).
+// Issue #8's targets, checked within the run: "met", "missed" or "n/a" (a figure is missing).
 struct TargetCheck {
-  std::string description;  // "courier unix 64 B p50 <= 1.10x raw"
+  std::string description;  // "courier p50 <= 1.10x raw (unix 64 B)"
   std::optional<double> value;
   double limit = 0;
+  std::string unit;  // "x" (a ratio within the run), "us" (CPU per call), "allocs" (per call)
   bool higher_is_better = false;
   std::string verdict;
 };

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "bench/alloc_counter.h"
 #include "bench/cpu.h"
 #include "bench/server_process.h"
 
@@ -18,6 +19,25 @@ namespace {
 
 constexpr size_t kMiB = 1 << 20;
 
+// The server's allocations so far, or nullopt when this build (the server's too: it is this
+// executable) counts none.
+absl::StatusOr<std::optional<uint64_t>> ServerAllocs(ServerProcess& server) {
+  if (!AllocCounterEnabled()) return std::optional<uint64_t>();
+  absl::StatusOr<uint64_t> allocs = server.Allocs();
+  if (!allocs.ok()) return allocs.status();
+  return std::optional<uint64_t>(*allocs);
+}
+
+std::optional<double> AllocsPerCall(std::optional<uint64_t> before, std::optional<uint64_t> after,
+                                    int64_t calls) {
+  if (!before || !after || calls <= 0) return std::nullopt;
+  return static_cast<double>(*after - *before) / static_cast<double>(calls);
+}
+
+// The client's counts are taken right around the timed calls, on this thread, and the server's
+// just outside them: what the control protocol allocates in the driver is not counted, and the
+// server allocates nothing to answer it. The round trips vector is reserved, so the samples
+// themselves allocate nothing either.
 absl::StatusOr<LatencyFigures> MeasureLatency(EchoClient& client, ServerProcess& server,
                                               const PayloadPlan& plan) {
   std::vector<int64_t> round_trips;
@@ -28,22 +48,35 @@ absl::StatusOr<LatencyFigures> MeasureLatency(EchoClient& client, ServerProcess&
   round_trips.clear();
   absl::StatusOr<CpuTimes> server_before = server.Cpu();
   if (!server_before.ok()) return server_before.status();
+  absl::StatusOr<std::optional<uint64_t>> server_allocs_before = ServerAllocs(server);
+  if (!server_allocs_before.ok()) return server_allocs_before.status();
   CpuTimes client_before = ProcessCpu();
+  std::optional<uint64_t> client_allocs_before = AllocationsSoFar();
   if (absl::Status s = client.PingPong(plan.payload, plan.latency_calls, round_trips); !s.ok()) {
     return s;
   }
+  std::optional<uint64_t> client_allocs_after = AllocationsSoFar();
   CpuTimes client_used = ProcessCpu() - client_before;
+  absl::StatusOr<std::optional<uint64_t>> server_allocs_after = ServerAllocs(server);
+  if (!server_allocs_after.ok()) return server_allocs_after.status();
   absl::StatusOr<CpuTimes> server_after = server.Cpu();
   if (!server_after.ok()) return server_after.status();
   LatencyFigures figures = SummarizeLatency(std::move(round_trips));
   figures.client_cpu = client_used.PerCallMicros(figures.calls);
   figures.server_cpu = (*server_after - *server_before).PerCallMicros(figures.calls);
+  figures.client_allocs_per_call =
+      AllocsPerCall(client_allocs_before, client_allocs_after, figures.calls);
+  figures.server_allocs_per_call =
+      AllocsPerCall(*server_allocs_before, *server_allocs_after, figures.calls);
   return figures;
 }
 
 // The client keeps `in_flight` calls going on this thread while a sampler thread marks the
-// window: after warm-up it snapshots (calls, time, both CPUs), again at the end (after
-// measure_s, and once at least `in_flight` calls completed in the window), then stops the client.
+// window: after warm-up it snapshots (calls, time, both CPUs, both allocation counts), again at
+// the end (after measure_s, and once at least `in_flight` calls completed in the window), then
+// stops the client. The server is asked before the client's figures are read at the start and
+// after at the end, so that the sampler's own allocations (the control protocol's strings) fall
+// outside the client's window.
 absl::StatusOr<ThroughputFigures> MeasureThroughput(EchoClient& client, ServerProcess& server,
                                                     const PayloadPlan& plan, int in_flight,
                                                     double max_window_s) {
@@ -51,6 +84,7 @@ absl::StatusOr<ThroughputFigures> MeasureThroughput(EchoClient& client, ServerPr
     std::chrono::steady_clock::time_point time;
     uint64_t calls = 0;
     CpuTimes client, server;
+    std::optional<uint64_t> client_allocs, server_allocs;
   };
   CallCounters counters;
   std::mutex mu;
@@ -58,16 +92,28 @@ absl::StatusOr<ThroughputFigures> MeasureThroughput(EchoClient& client, ServerPr
   bool finished = false;
   Snapshot begin, end;
   absl::Status sampler_status;
-  auto take = [&](Snapshot& snapshot) {
-    snapshot.calls = counters.completed.load(std::memory_order_relaxed);
-    snapshot.time = std::chrono::steady_clock::now();
-    snapshot.client = ProcessCpu();
+  auto fail = [&](const absl::Status& s) {
+    if (sampler_status.ok()) sampler_status = s;
+  };
+  auto take_server = [&](Snapshot& snapshot) {
     absl::StatusOr<CpuTimes> cpu = server.Cpu();
     if (cpu.ok()) {
       snapshot.server = *cpu;
-    } else if (sampler_status.ok()) {
-      sampler_status = cpu.status();
+    } else {
+      fail(cpu.status());
     }
+    absl::StatusOr<std::optional<uint64_t>> allocs = ServerAllocs(server);
+    if (allocs.ok()) {
+      snapshot.server_allocs = *allocs;
+    } else {
+      fail(allocs.status());
+    }
+  };
+  auto take_client = [&](Snapshot& snapshot) {
+    snapshot.calls = counters.completed.load(std::memory_order_relaxed);
+    snapshot.time = std::chrono::steady_clock::now();
+    snapshot.client = ProcessCpu();
+    snapshot.client_allocs = AllocationsSoFar();
   };
   auto wait = [&](double seconds) {  // false: the client ended early
     std::unique_lock lock(mu);
@@ -76,7 +122,8 @@ absl::StatusOr<ThroughputFigures> MeasureThroughput(EchoClient& client, ServerPr
   };
   std::thread sampler([&] {
     if (wait(plan.warmup_s)) {
-      take(begin);
+      take_server(begin);
+      take_client(begin);
       bool running = wait(plan.measure_s);
       auto enough = [&] {
         return counters.completed.load() - begin.calls >= static_cast<uint64_t>(in_flight) ||
@@ -84,7 +131,10 @@ absl::StatusOr<ThroughputFigures> MeasureThroughput(EchoClient& client, ServerPr
                    std::chrono::duration<double>(max_window_s);
       };
       while (running && !enough()) running = wait(0.01);
-      if (running) take(end);
+      if (running) {
+        take_client(end);
+        take_server(end);
+      }
     }
     counters.stop.store(true);
   });
@@ -107,6 +157,10 @@ absl::StatusOr<ThroughputFigures> MeasureThroughput(EchoClient& client, ServerPr
   figures.calls_per_s = static_cast<double>(figures.calls) / figures.seconds;
   figures.client_cpu = (end.client - begin.client).PerCallMicros(figures.calls);
   figures.server_cpu = (end.server - begin.server).PerCallMicros(figures.calls);
+  figures.client_allocs_per_call =
+      AllocsPerCall(begin.client_allocs, end.client_allocs, figures.calls);
+  figures.server_allocs_per_call =
+      AllocsPerCall(begin.server_allocs, end.server_allocs, figures.calls);
   return figures;
 }
 

@@ -12,23 +12,23 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
+#include "bench/alloc_counter.h"
 
 extern char** environ;
 
 namespace courier::bench {
 namespace {
 
-void WriteLine(int fd, const std::string& line) {
+// Writes all of `size` bytes (or gives up on an error); one writer at a time per process.
+void WriteAll(int fd, const char* data, size_t size) {
   static std::mutex mu;
   std::lock_guard lock(mu);
-  std::string text = line + "\n";
-  const char* data = text.data();
-  size_t size = text.size();
   while (size > 0) {
     ssize_t n = write(fd, data, size);
     if (n < 0 && errno == EINTR) continue;
@@ -38,26 +38,47 @@ void WriteLine(int fd, const std::string& line) {
   }
 }
 
-// Server side: answers "cpu" until "quit" or EOF, then ends the process.
+void WriteLine(int fd, const std::string& line) {
+  std::string text = line + "\n";
+  WriteAll(fd, text.data(), text.size());
+}
+
+// Server side: answers "cpu" and "allocs" until "quit" or EOF, then ends the process. Fixed
+// buffers only: the allocation count must not move because it was asked for.
 void ControlLoop() {
-  std::string pending;
-  char chunk[256];
+  char pending[256];
+  size_t used = 0;
   while (true) {
-    ssize_t n = read(STDIN_FILENO, chunk, sizeof(chunk));
+    if (used == sizeof(pending)) used = 0;  // an overlong line: drop it
+    ssize_t n = read(STDIN_FILENO, pending + used, sizeof(pending) - used);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) _exit(0);
-    pending.append(chunk, static_cast<size_t>(n));
-    size_t newline;
-    while ((newline = pending.find('\n')) != std::string::npos) {
-      std::string command = pending.substr(0, newline);
-      pending.erase(0, newline + 1);
+    used += static_cast<size_t>(n);
+    char* line = pending;
+    char* end = pending + used;
+    char* newline;
+    while ((newline = static_cast<char*>(
+                std::memchr(line, '\n', static_cast<size_t>(end - line)))) != nullptr) {
+      std::string_view command(line, static_cast<size_t>(newline - line));
+      line = newline + 1;
+      char reply[96];
+      int length = -1;
       if (command == "cpu") {
         CpuTimes cpu = ProcessCpu();
-        WriteLine(STDOUT_FILENO, absl::StrFormat("cpu %.6f %.6f", cpu.user, cpu.system));
+        length = std::snprintf(reply, sizeof(reply), "cpu %.6f %.6f\n", cpu.user, cpu.system);
+      } else if (command == "allocs") {
+        // Read first, so that nothing this answer does is counted.
+        std::optional<uint64_t> allocs = AllocationsSoFar();
+        length = allocs ? std::snprintf(reply, sizeof(reply), "allocs %llu\n",
+                                        static_cast<unsigned long long>(*allocs))
+                        : std::snprintf(reply, sizeof(reply), "allocs n/a\n");
       } else if (command == "quit") {
         _exit(0);
       }
+      if (length > 0) WriteAll(STDOUT_FILENO, reply, static_cast<size_t>(length));
     }
+    used = static_cast<size_t>(end - line);
+    std::memmove(pending, line, used);
   }
 }
 
@@ -121,6 +142,18 @@ absl::StatusOr<CpuTimes> ServerProcess::Cpu() {
     return absl::DataLossError("server sent a bad cpu line: " + *line);
   }
   return cpu;
+}
+
+absl::StatusOr<uint64_t> ServerProcess::Allocs() {
+  WriteLine(to_child_, "allocs");
+  absl::StatusOr<std::string> line = ReadLine("allocs ", 10000);
+  if (!line.ok()) return line.status();
+  if (*line == "n/a") return absl::UnimplementedError("the server counts no allocations");
+  unsigned long long allocs = 0;
+  if (std::sscanf(line->c_str(), "%llu", &allocs) != 1) {
+    return absl::DataLossError("server sent a bad allocs line: " + *line);
+  }
+  return static_cast<uint64_t>(allocs);
 }
 
 void ServerProcess::Stop() {

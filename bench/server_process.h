@@ -1,15 +1,19 @@
 // The benchmark's server process: the driver starts `courier-bench --serve SYSTEM TRANSPORT`,
-// reads its endpoint, asks it for its CPU time around each measurement, and stops it.
+// reads its endpoint, asks it for its CPU time and heap allocations around each measurement, and
+// stops it.
 //
 // Control protocol, one line each way, over the server's stdin and stdout:
 //   server → driver  "endpoint URI"        once, when listening (other lines are ignored)
 //                    "error MESSAGE"       instead, when it cannot serve; then it exits 1
 //   driver → server  "cpu"                 answered "cpu USER_SECONDS SYSTEM_SECONDS" (getrusage)
+//                    "allocs"              answered "allocs N" (operator new calls so far, see
+//                                          alloc_counter.h), or "allocs n/a" if not counted
 //                    "quit" or EOF         the server exits at once, status 0
 #pragma once
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -36,6 +40,8 @@ class ServerProcess {
   pid_t pid() const { return pid_; }
   // The server's CPU time so far (all its threads).
   absl::StatusOr<CpuTimes> Cpu();
+  // The server's heap allocations so far (all its threads); kUnimplemented if it counts none.
+  absl::StatusOr<uint64_t> Allocs();
   // Asks it to quit, waits up to 5 s, then kills it. Idempotent.
   void Stop();
 
@@ -53,7 +59,8 @@ class ServerProcess {
 };
 
 // The server side: pins to `pin_cpu` (if >= 0), answers the control protocol on a thread of its
-// own, and serves `transport` until told to quit. Returns the process exit status on failure.
+// own (which allocates nothing once running, so that the server's allocation counts are its
+// calls'), and serves `transport` until told to quit. Returns the process exit status on failure.
 int ServeMain(System& system, std::string_view transport, int pin_cpu);
 
 }  // namespace courier::bench

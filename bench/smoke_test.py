@@ -3,8 +3,9 @@
 
 Usage: smoke_test.py PATH/TO/courier-bench
 Checks the exit status, the table on stdout, that the JSON parses and holds positive figures for
-every case, and that the SVG is an <svg> document. No timing assertions: figures only need to be
-positive numbers.
+every case (and allocation counts, when the build counts them), and that the SVG is an <svg>
+document. gRPC and Cap'n Proto may each be present or absent, as long as the output says which.
+No timing assertions: figures only need to be positive numbers.
 """
 import json
 import os
@@ -37,7 +38,8 @@ def main():
         output = run.stdout + run.stderr
         if run.returncode != 0:
             fail(f"courier-bench --smoke exited {run.returncode}", output)
-        for needle in ("gRPC: ", "p50 us", "courier/raw", "Targets"):
+        for needle in ("gRPC: ", "Cap'n Proto: ", "heap allocations: ", "p50 us", "allocs@1",
+                       "courier/raw", "Targets"):
             if needle not in run.stdout:
                 fail(f"stdout lacks {needle!r}", output)
 
@@ -47,11 +49,30 @@ def main():
             fail("JSON header is wrong", json.dumps(data)[:500])
         positive(data["machine"]["nproc"], "machine.nproc")
         systems = {r["system"] for r in data["results"]}
-        expected = {"raw", "courier"} | ({"grpc"} if data["grpc"]["included"] else set())
+        expected = {"raw", "courier"}
+        for peer, label in (("grpc", "gRPC"), ("capnp", "Cap'n Proto")):
+            info = data.get(peer)
+            if not isinstance(info, dict) or "included" not in info:
+                fail(f"JSON lacks the {peer!r} object")
+            if info["included"]:
+                expected.add(peer)
+                if not any(r["ratio"] == f"{peer}/courier" for r in data["ratios"]):
+                    fail(f"no {peer}/courier ratio in the JSON")
+            elif "not built" not in info["note"]:
+                fail(f"{label} is absent but the note does not say so: " + info["note"])
         if systems != expected:
             fail(f"systems {sorted(systems)}, expected {sorted(expected)}")
-        if not data["grpc"]["included"] and "not built" not in data["grpc"]["note"]:
-            fail("gRPC is absent but the note does not say so: " + data["grpc"]["note"])
+        counted = data["allocs"]["counted"]
+
+        def check_allocs(figures, what):
+            for key in ("client_allocs_per_call", "server_allocs_per_call"):
+                value = figures.get(key, "missing")
+                if counted:
+                    if not isinstance(value, (int, float)) or value < 0:
+                        fail(f"{what}.{key} is {value!r}, expected a number >= 0")
+                elif value is not None:
+                    fail(f"{what}.{key} is {value!r}, but the build counts no allocations")
+
         for r in data["results"]:
             name = f'{r["system"]}/{r["transport"]}/{r["payload_bytes"]}'
             if not r["ok"]:
@@ -61,6 +82,7 @@ def main():
                 positive(lat[key], f"{name} latency.{key}")
             if not lat["p50_us"] <= lat["p99_us"] <= lat["p999_us"] <= lat["max_us"]:
                 fail(f"{name}: percentiles out of order: {lat}")
+            check_allocs(lat, f"{name} latency")
             if [t["in_flight"] for t in r["throughput"]] != data["in_flight"]:
                 fail(f"{name}: throughput phases {r['throughput']}")
             for t in r["throughput"]:
@@ -68,8 +90,12 @@ def main():
                 for key in ("client_cpu_us_per_call", "server_cpu_us_per_call"):
                     if t[key] < 0:
                         fail(f"{name}: negative {key}")
+                check_allocs(t, f"{name} throughput@{t['in_flight']}")
         if not any(r["ratio"] == "courier/raw" for r in data["ratios"]):
             fail("no courier/raw ratio in the JSON")
+        if not data["targets"] or any(t["verdict"] not in ("met", "missed", "n/a")
+                                      for t in data["targets"]):
+            fail(f"targets are malformed: {data['targets']}")
 
         with open(svg_path) as f:
             svg = f.read()

@@ -5,6 +5,8 @@
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -48,7 +50,8 @@ std::string Color(const std::string& system, size_t index) {
   if (system == "raw") return "#8c8c8c";
   if (system == "courier") return "#1f77b4";
   if (system == "grpc") return "#ff7f0e";
-  static const char* const kOthers[] = {"#2ca02c", "#9467bd", "#d62728", "#17becf"};
+  if (system == "capnp") return "#2ca02c";
+  static const char* const kOthers[] = {"#9467bd", "#d62728", "#17becf", "#bcbd22"};
   return kOthers[index % 4];
 }
 
@@ -189,9 +192,16 @@ std::string ToSvg(const RunResult& run) {
                           x, Color(systems[s], s), x + 20, Esc(systems[s]));
     x += 36 + 8 * static_cast<int>(systems[s].size());
   }
-  if (!run.grpc_included) {
-    absl::StrAppendFormat(&svg, "<text x=\"%d\" y=\"76\" class=\"sub\">gRPC: %s</text>\n", x,
-                          Esc(run.grpc_note.substr(0, run.grpc_note.find(';'))));
+  // Each absent peer says so after the legend, one line each.
+  int note_y = 76;
+  for (const auto& [included, label, note] :
+       {std::tuple<bool, const char*, const std::string&>{run.grpc_included, "gRPC", run.grpc_note},
+        {run.capnp_included, "Cap'n Proto", run.capnp_note}}) {
+    if (included) continue;
+    std::string text = absl::StrCat(label, ": ", note.substr(0, note.find(';')));
+    absl::StrAppendFormat(&svg, "<text x=\"%d\" y=\"%d\" class=\"sub\">%s</text>\n", x, note_y,
+                          Esc(text));
+    note_y += 13;
   }
   svg += Panel(header, "p50 round-trip latency, one call in flight (microseconds, lower is better)",
                transports, latency);

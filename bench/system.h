@@ -1,6 +1,7 @@
-// What the benchmark measures: a System (raw sockets, courier, gRPC) serves an echo on a
-// transport in its own process and calls it from the driver's. Each system lives in one file
-// (raw_system.cc, courier_system.cc, grpc_system.cc); the driver knows only this interface.
+// What the benchmark measures: a System (raw sockets, courier, gRPC, Cap'n Proto) serves an echo
+// on a transport in its own process and calls it from the driver's. Each system lives in one file
+// (raw_system.cc, courier_system.cc, grpc_system.cc, capnp_system.cc); the driver knows only this
+// interface.
 #pragma once
 
 #include <atomic>
@@ -39,7 +40,7 @@ class EchoClient {
 class System {
  public:
   virtual ~System() = default;
-  // "raw", "courier", "grpc".
+  // "raw", "courier", "grpc", "capnp".
   virtual std::string_view name() const = 0;
   // The transports it runs over ("unix", "tcp", ...), in report order.
   virtual std::vector<std::string> transports() const = 0;
@@ -58,8 +59,12 @@ std::unique_ptr<System> NewCourierSystem();
 std::unique_ptr<System> NewGrpcSystem();
 // What the report says about gRPC: "included (...)" with its version, or "not built (why)".
 std::string GrpcNote();
+// Null when this build has no Cap'n Proto.
+std::unique_ptr<System> NewCapnpSystem();
+// What the report says about Cap'n Proto: "included (...)" with its version, or "not built (why)".
+std::string CapnpNote();
 
-// Every system this build has, raw first (the floor), then courier, then gRPC.
+// Every system this build has, raw first (the floor), then courier, gRPC, Cap'n Proto.
 std::vector<std::unique_ptr<System>> AllSystems();
 
 // The bytes every system echoes: `size` bytes of printable ASCII (valid UTF-8, so protobuf

@@ -12,12 +12,17 @@ namespace courier::bench {
 std::unique_ptr<System> NewGrpcSystem() { return nullptr; }
 std::string GrpcNote() { return std::string("not built (") + COURIER_BENCH_NO_GRPC_REASON + ")"; }
 #endif
+#ifndef COURIER_BENCH_HAVE_CAPNP
+std::unique_ptr<System> NewCapnpSystem() { return nullptr; }
+std::string CapnpNote() { return std::string("not built (") + COURIER_BENCH_NO_CAPNP_REASON + ")"; }
+#endif
 
 std::vector<std::unique_ptr<System>> AllSystems() {
   std::vector<std::unique_ptr<System>> systems;
   systems.push_back(NewRawSystem());
   systems.push_back(NewCourierSystem());
   if (std::unique_ptr<System> grpc = NewGrpcSystem()) systems.push_back(std::move(grpc));
+  if (std::unique_ptr<System> capnp = NewCapnpSystem()) systems.push_back(std::move(capnp));
   return systems;
 }
 

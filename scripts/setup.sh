@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what courier needs to build and test on Debian 12, only what is missing.
-# Usage: scripts/setup.sh [--bench]   (--bench adds gRPC for the benchmark's baseline)
+# Usage: scripts/setup.sh [--bench]   (--bench adds gRPC and Cap'n Proto, the benchmark's peers)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libasio-dev libprotobuf-dev libprotoc-dev protobuf-compiler
       libabsl-dev libgtest-dev libgmock-dev)
 if [[ "${1:-}" == "--bench" ]]; then
-  pkgs+=(libbenchmark-dev libgrpc++-dev protobuf-compiler-grpc)
+  pkgs+=(libbenchmark-dev libgrpc++-dev protobuf-compiler-grpc libcapnp-dev capnproto)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
