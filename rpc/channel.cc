@@ -9,6 +9,8 @@
 #include <variant>
 
 #include "absl/strings/str_cat.h"
+#include "asio/async_result.hpp"
+#include "asio/cancellation_signal.hpp"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/executor_work_guard.hpp"
@@ -27,18 +29,23 @@ namespace internal {
 using transport::Frame;
 using transport::FrameType;
 
-// A call waiting for its response. Lives in Channel::Call's coroutine frame; pending_ points at
-// it until that coroutine resumes. Its timer is both the deadline and the wake-up.
+// A call waiting for its response. Lives in Channel::CallEncoded's coroutine frame; pending_
+// points at it until that coroutine resumes. No timer of its own: the channel's one deadline
+// timer and the response resume the caller directly.
 struct PendingCall {
-  explicit PendingCall(asio::any_io_executor executor) : wake(std::move(executor)) {}
-  asio::steady_timer wake;
+  // The caller's coroutine while it waits for the result.
+  using Waiter = asio::async_result<asio::use_awaitable_t<>, void()>::handler_type;
+  std::optional<Waiter> waiter;
+  asio::cancellation_slot cancel_slot;  // the caller's, while it waits
   std::optional<absl::StatusOr<Reply>> result;
   Frame request;  // until handed to a session
   // Where the request went; reset when that session closes, so non-null means alive.
   ClientSession* session = nullptr;
   uint64_t sequence = 0;  // the request's Session::Send number, for Unsend
   Metadata* response_metadata = nullptr;
+  Clock::time_point deadline = Clock::time_point::max();
   bool wait_for_ready = false;
+  bool gave_up = false;  // the deadline passed or the caller was cancelled
 };
 
 // A reactor thread a channel owns (Channel::Create(uri)). The thread holds a reference, so the
@@ -145,7 +152,8 @@ Channel::Channel(ConstructionKey, asio::any_io_executor executor, Endpoint endpo
       options_(std::move(options)),
       next_backoff_(options_.backoff.initial),
       retry_timer_(executor_),
-      abandon_dial_(executor_, Clock::time_point::max()) {}
+      abandon_dial_(executor_, Clock::time_point::max()),
+      deadline_timer_(executor_) {}
 
 absl::StatusOr<std::shared_ptr<Channel>> Channel::Create(std::string_view uri,
                                                          ChannelOptions options) {
@@ -165,7 +173,12 @@ bool Channel::on_own_reactor_thread() const {
 Channel::~Channel() {
   // No call is in flight and no dial runs (each holds a reference), so only the idle
   // connection is left.
-  auto close = [session = std::move(session_)] {
+  // The timers are cancelled too: a pending wait would keep an owned reactor running (its
+  // handler holds only a weak reference) until the timer expires.
+  auto close = [this, session = std::move(session_)] {
+    deadline_timer_.cancel();
+    retry_timer_.cancel();
+    abandon_dial_.cancel();
     if (session == nullptr) return;
     session->DetachChannel();
     session->Close(absl::CancelledError("channel destroyed"));
@@ -196,7 +209,10 @@ size_t Channel::queued_bytes() const { return session_ == nullptr ? 0 : session_
 
 PendingCall* Channel::Unsent(uint32_t call_id) const {
   auto it = pending_.find(call_id);
-  if (it == pending_.end() || it->second->result || it->second->session != nullptr) return nullptr;
+  if (it == pending_.end() || it->second->result || it->second->gave_up ||
+      it->second->session != nullptr) {
+    return nullptr;
+  }
   return it->second;
 }
 
@@ -237,18 +253,23 @@ asio::awaitable<absl::StatusOr<internal::Reply>> Channel::CallEncoded(
       timeout == Clock::duration::max() ? Clock::time_point::max()
                                         : Clock::now() + std::max(timeout, Clock::duration::zero());
 
-  PendingCall call(executor_);
-  call.wake.expires_at(deadline);
+  PendingCall call;
+  call.deadline = deadline;
   call.response_metadata = response_metadata;
   call.wait_for_ready = wait_for_ready;
   const uint32_t call_id = NextCallId();
   call.request =
       Frame{FrameType::kRequest, transport::kFlagEndOfStream, call_id, std::move(payload)};
   pending_.emplace(call_id, &call);
+  if (deadline != Clock::time_point::max()) {
+    deadlines_.insert({deadline, call_id});
+    WatchDeadline(deadline);
+  }
   Dispatch(call_id, call);
 
-  if (!call.result) co_await call.wake.async_wait(use_nothrow);
+  if (!call.result && !call.gave_up) co_await AwaitResult(call);
   pending_.erase(call_id);
+  if (deadline != Clock::time_point::max()) deadlines_.erase({deadline, call_id});
   ClientSession* session = call.session;
   if (session != nullptr) --session->calls;
   absl::StatusOr<internal::Reply> result = internal::Reply();
@@ -358,10 +379,67 @@ void Channel::DialWhenAllowed() {
   }
 }
 
+// The caller's coroutine suspends here until Resume; cancelling it (its cancellation slot)
+// gives the call up.
+asio::awaitable<void> Channel::AwaitResult(PendingCall& call) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
+      [this, &call](PendingCall::Waiter waiter) {
+        call.cancel_slot = asio::get_associated_cancellation_slot(waiter);
+        if (call.cancel_slot.is_connected()) {
+          call.cancel_slot.assign([this, &call](asio::cancellation_type type) {
+            if (type != asio::cancellation_type::none) GiveUp(call);
+          });
+        }
+        call.waiter.emplace(std::move(waiter));
+      },
+      asio::use_awaitable);
+}
+
+void Channel::Resume(PendingCall& call, bool inline_resume) {
+  if (!call.waiter) return;
+  PendingCall::Waiter waiter = std::move(*call.waiter);
+  call.waiter.reset();
+  if (call.cancel_slot.is_connected()) call.cancel_slot.clear();
+  if (inline_resume) {
+    std::move(waiter)();
+  } else {
+    asio::post(executor_, std::move(waiter));
+  }
+}
+
+void Channel::GiveUp(PendingCall& call) {
+  if (call.result || call.gave_up) return;
+  call.gave_up = true;
+  Resume(call, false);
+}
+
 void Channel::Complete(PendingCall& call, absl::StatusOr<internal::Reply> result) {
   if (call.result) return;
   call.result = std::move(result);
-  call.wake.cancel();
+  Resume(call, false);
+}
+
+// One timer serves every call's deadline, armed for the earliest: a call costs an ordered-set
+// insert and erase, and a timer operation only when its deadline is the earliest.
+void Channel::WatchDeadline(Clock::time_point deadline) {
+  if (deadline >= armed_deadline_) return;
+  armed_deadline_ = deadline;
+  deadline_timer_.expires_at(deadline);
+  deadline_timer_.async_wait([weak = weak_from_this()](std::error_code ec) {
+    if (ec) return;
+    if (auto self = weak.lock(); self != nullptr) self->ExpireDeadlines();
+  });
+}
+
+void Channel::ExpireDeadlines() {
+  armed_deadline_ = Clock::time_point::max();
+  const Clock::time_point now = Clock::now();
+  // Entries leave the set when their call returns, so each expired one is a call still open.
+  for (auto it = deadlines_.begin(); it != deadlines_.end() && it->first <= now; ++it) {
+    if (auto call = pending_.find(it->second); call != pending_.end()) GiveUp(*call->second);
+  }
+  auto next = deadlines_.upper_bound({now, UINT32_MAX});
+  if (next != deadlines_.end()) WatchDeadline(next->first);
 }
 
 void Channel::StartDial() {
@@ -480,6 +558,7 @@ void Channel::OnResponse(ClientSession& session, Frame frame) {
   auto it = pending_.find(frame.call_id);
   if (it == pending_.end() || it->second->session != &session) return;  // late or cancelled
   PendingCall& call = *it->second;
+  if (call.result) return;
   wire::ResponseHeader header;
   absl::StatusOr<size_t> offset = internal::DecodePayloadHeader(frame.payload, header);
   if (!offset.ok()) {
@@ -500,7 +579,11 @@ void Channel::OnResponse(ClientSession& session, Frame frame) {
                        " bytes exceeds the limit of ", options_.max_message_size, " bytes")));
     return;
   }
-  Complete(call, internal::Reply{std::move(frame.payload), *offset});
+  // The caller resumes here and now, inside the session's batch of frames: the call it makes
+  // next is written with the batch's other frames. Nothing touches `this` after it: the caller
+  // may drop the last reference to the channel (the session keeps itself alive).
+  call.result = internal::Reply{std::move(frame.payload), *offset};
+  Resume(call, true);
 }
 
 void Channel::OnGoAway(ClientSession& session) {
@@ -534,6 +617,7 @@ void Channel::Close() {
   }
   abandon_dial_.cancel();
   retry_timer_.cancel();
+  deadline_timer_.cancel();
   if (session_ != nullptr) {
     std::shared_ptr<ClientSession> session = std::move(session_);
     session->Close(absl::CancelledError("channel closed"));

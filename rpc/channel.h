@@ -10,6 +10,7 @@
 #include <string_view>
 #include <utility>
 
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -167,7 +168,16 @@ class Channel : public std::enable_shared_from_this<Channel> {
   asio::awaitable<void> Dial(std::shared_ptr<Channel> self);
   asio::awaitable<absl::StatusOr<std::shared_ptr<internal::ClientSession>>> DialOnce();
   void OnDialFailed(const absl::Status& why);
+  // Sets the result; the caller resumes through the scheduler.
   void Complete(internal::PendingCall& call, absl::StatusOr<internal::Reply> result);
+  asio::awaitable<void> AwaitResult(internal::PendingCall& call);
+  // Resumes the caller: at once (inline_resume, only where nothing touches the channel after)
+  // or posted.
+  void Resume(internal::PendingCall& call, bool inline_resume);
+  // The deadline passed or the caller was cancelled: it resumes with no result.
+  void GiveUp(internal::PendingCall& call);
+  void WatchDeadline(Clock::time_point deadline);
+  void ExpireDeadlines();
   // From ClientSession, on its executor.
   void OnResponse(internal::ClientSession& session, transport::Frame frame);
   void OnGoAway(internal::ClientSession& session);
@@ -195,6 +205,10 @@ class Channel : public std::enable_shared_from_this<Channel> {
   absl::Status last_failure_;
   asio::steady_timer retry_timer_;   // redials at retry_at_ for wait_for_ready calls
   asio::steady_timer abandon_dial_;  // cancelled to abandon the attempt in progress
+  // Every call's deadline, (when, call id); the timer is armed for the earliest.
+  absl::btree_set<std::pair<Clock::time_point, uint32_t>> deadlines_;
+  asio::steady_timer deadline_timer_;
+  Clock::time_point armed_deadline_ = Clock::time_point::max();
 };
 
 }  // namespace courier

@@ -26,14 +26,21 @@ uint32_t GetU32(const std::byte* at) {
   return v;
 }
 
-// Buffers below this are cheap to allocate; above it, page faults dominate.
+// Two pools per thread. Large buffers, where page faults dominate: a few, up to a byte budget.
+// Small ones (every frame's payload): up to kSmallBuffers of at most kSmallMaximum bytes each,
+// so a call in steady state allocates no payload memory at all.
 constexpr size_t kPooledMinimum = 64 * 1024;
 constexpr size_t kPoolBuffers = 4;
 constexpr size_t kPoolBytes = 32 * 1024 * 1024;
+constexpr size_t kSmallMaximum = 16 * 1024;
+constexpr size_t kSmallBuffers = 32;
+// std::string keeps this many bytes inline: nothing to pool.
+constexpr size_t kInlineCapacity = 15;
 
 struct BufferPool {
   std::vector<std::string> buffers;
   size_t bytes = 0;
+  std::vector<std::string> small;
 };
 BufferPool& ThreadPool() {
   thread_local BufferPool pool;
@@ -53,6 +60,11 @@ std::string TakeBuffer(size_t size) {
       buffer.resize(size);
       return buffer;
     }
+  } else if (size > kInlineCapacity && !pool.small.empty()) {
+    std::string buffer = std::move(pool.small.back());
+    pool.small.pop_back();
+    buffer.resize(size);  // grows it (once) if it was smaller
+    return buffer;
   }
   return std::string(size, '\0');
 }
@@ -60,7 +72,15 @@ std::string TakeBuffer(size_t size) {
 void ReturnBuffer(std::string&& buffer) {
   BufferPool& pool = ThreadPool();
   const size_t capacity = buffer.capacity();
-  if (capacity < kPooledMinimum || capacity > kPoolBytes) return;
+  if (capacity < kPooledMinimum) {
+    if (capacity > kInlineCapacity && capacity <= kSmallMaximum &&
+        pool.small.size() < kSmallBuffers) {
+      buffer.clear();
+      pool.small.push_back(std::move(buffer));
+    }
+    return;
+  }
+  if (capacity > kPoolBytes) return;
   while (!pool.buffers.empty() &&
          (pool.buffers.size() >= kPoolBuffers || pool.bytes + capacity > kPoolBytes)) {
     pool.bytes -= pool.buffers.front().capacity();
@@ -96,7 +116,7 @@ absl::Status FrameDecoder::Fail(absl::Status status) {
   error_ = std::move(status);
   buffer_.clear();
   buffer_.shrink_to_fit();
-  offset_ = 0;
+  offset_ = end_ = 0;
   partial_.reset();
   return error_;
 }
@@ -120,26 +140,45 @@ absl::Status FrameDecoder::CheckHeader(std::span<const std::byte> h, uint32_t& l
   return absl::OkStatus();
 }
 
+void FrameDecoder::Compact() {
+  if (offset_ == 0) return;
+  if (offset_ < end_) std::memmove(buffer_.data(), buffer_.data() + offset_, end_ - offset_);
+  end_ -= offset_;
+  offset_ = 0;
+}
+
+std::span<std::byte> FrameDecoder::ReadRoom(size_t size) {
+  if (!error_.ok()) return {};
+  if (buffer_.size() - end_ < size) {
+    Compact();
+    if (buffer_.size() - end_ < size) buffer_.resize(end_ + size);
+  }
+  return std::span<std::byte>(buffer_.data() + end_, buffer_.size() - end_);
+}
+
+void FrameDecoder::CommitRead(size_t n) {
+  assert(end_ + n <= buffer_.size());
+  end_ += n;
+}
+
 void FrameDecoder::Append(std::span<const std::byte> bytes) {
   if (!error_.ok() || bytes.empty()) return;
-  if (partial_ && offset_ == buffer_.size()) bytes = bytes.subspan(FillPayload(bytes));
+  if (partial_ && offset_ == end_) bytes = bytes.subspan(FillPayload(bytes));
   if (bytes.empty()) return;
-  if (offset_ > 0 && offset_ == buffer_.size()) {
-    buffer_.clear();
-    offset_ = 0;
-  }
-  buffer_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  std::span<std::byte> room = ReadRoom(bytes.size());
+  std::memcpy(room.data(), bytes.data(), bytes.size());
+  CommitRead(bytes.size());
 }
 
 size_t FrameDecoder::payload_remaining() const {
-  if (!partial_ || offset_ != buffer_.size()) return 0;
+  if (!partial_ || offset_ != end_) return 0;
   return partial_length_ - filled_;
 }
 
-bool FrameDecoder::mid_frame() const { return partial_.has_value() || offset_ < buffer_.size(); }
+bool FrameDecoder::mid_frame() const { return partial_.has_value() || offset_ < end_; }
 
 std::span<std::byte> FrameDecoder::PayloadBuffer(size_t max) {
-  if (!partial_ || offset_ != buffer_.size()) return {};
+  if (!partial_ || offset_ != end_) return {};
   // At most as much again as has arrived (or a small floor): memory follows received bytes.
   return PayloadRoom(std::min(max, std::max(filled_, kMinDirectRoom)));
 }
@@ -183,9 +222,9 @@ absl::StatusOr<std::optional<Frame>> FrameDecoder::Next() {
   if (!error_.ok()) return error_;
   if (partial_) {
     if (filled_ < partial_length_) {
-      // Bytes appended while the payload buffer was not being used directly.
-      offset_ += FillPayload(
-          std::as_bytes(std::span<const char>(buffer_.data() + offset_, buffer_.size() - offset_)));
+      // Bytes that arrived in the input buffer while the payload was not read into directly.
+      offset_ += FillPayload(std::span<const std::byte>(buffer_.data() + offset_, end_ - offset_));
+      if (offset_ == end_) offset_ = end_ = 0;
       if (filled_ < partial_length_) return std::nullopt;
     }
     Frame frame = std::move(*partial_);
@@ -193,8 +232,8 @@ absl::StatusOr<std::optional<Frame>> FrameDecoder::Next() {
     assert(frame.payload.size() == partial_length_);  // PayloadRoom never grows past the length
     return std::optional<Frame>(std::move(frame));
   }
-  const size_t available = buffer_.size() - offset_;
-  const auto* base = reinterpret_cast<const std::byte*>(buffer_.data() + offset_);
+  const size_t available = end_ - offset_;
+  const std::byte* base = buffer_.data() + offset_;
   if (available >= 4 && GetU32(base) != kFrameMagic) {
     uint32_t unused;
     std::byte padded[kFrameHeaderSize] = {};
@@ -202,10 +241,7 @@ absl::StatusOr<std::optional<Frame>> FrameDecoder::Next() {
     return Fail(CheckHeader(padded, unused));
   }
   if (available < kFrameHeaderSize) {
-    if (offset_ > 0) {
-      buffer_.erase(0, offset_);
-      offset_ = 0;
-    }
+    if (available == 0) offset_ = end_ = 0;
     return std::nullopt;
   }
   uint32_t length = 0;
@@ -215,12 +251,10 @@ absl::StatusOr<std::optional<Frame>> FrameDecoder::Next() {
   frame.flags = uint8_t(base[5]);
   frame.call_id = GetU32(base + 8);
   if (available >= kFrameHeaderSize + length) {
-    frame.payload.assign(buffer_.data() + offset_ + kFrameHeaderSize, length);
+    frame.payload = TakeBuffer(length);
+    if (length > 0) std::memcpy(frame.payload.data(), base + kFrameHeaderSize, length);
     offset_ += kFrameHeaderSize + length;
-    if (offset_ == buffer_.size()) {
-      buffer_.clear();
-      offset_ = 0;
-    }
+    if (offset_ == end_) offset_ = end_ = 0;
     return std::optional<Frame>(std::move(frame));
   }
   // Incomplete payload: move what we have into the frame, the rest arrives later.

@@ -8,6 +8,8 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -63,9 +65,11 @@ FrameHeaderBytes EncodeFrameHeader(const Frame& frame);
 // Header and payload, contiguous: for tests, fuzzers and small frames.
 std::string EncodeFrame(const Frame& frame);
 
-// Large payload buffers, kept per thread for reuse: a fresh megabyte costs hundreds of page
-// faults, a reused one none. TakeBuffer() returns a string of exactly `size` bytes (contents
-// unspecified beyond that they are initialised); ReturnBuffer() keeps a few big ones.
+// Payload buffers, kept per thread for reuse: a fresh megabyte costs hundreds of page faults, a
+// reused one none, and a reused small one saves a malloc/free per frame. TakeBuffer() returns a
+// string of exactly `size` bytes (contents unspecified beyond that they are initialised);
+// ReturnBuffer() keeps a few big ones (at most 4 and 32 MiB in all) and up to 32 small ones
+// (at most 16 KiB each) per thread.
 std::string TakeBuffer(size_t size);
 void ReturnBuffer(std::string&& buffer);
 
@@ -82,6 +86,14 @@ class FrameDecoder {
   // Next complete frame, or nullopt if more bytes are needed. After kDataLoss (bad magic, type
   // 0, reserved bits) or kResourceExhausted (length over limit), every call returns that error.
   absl::StatusOr<std::optional<Frame>> Next();
+
+  // Reading straight into the decoder's buffer (no copy on the way in): room for at least
+  // `size` bytes after those buffered (compacting first, growing only if they do not fit);
+  // after reading n bytes into its front, call CommitRead(n).
+  std::span<std::byte> ReadRoom(size_t size);
+  void CommitRead(size_t n);
+  // The size of the input buffer (what ReadRoom has grown it to).
+  size_t buffer_capacity() const { return buffer_.size(); }
 
   // True when bytes of an incomplete frame are buffered (a close now would cut a frame).
   bool mid_frame() const;
@@ -104,9 +116,15 @@ class FrameDecoder {
   size_t FillPayload(std::span<const std::byte> bytes);
   absl::Status CheckHeader(std::span<const std::byte> header, uint32_t& length);
 
+  // Drops consumed input: the unconsumed bytes move to the front.
+  void Compact();
+
   FrameLimits limits_;
-  std::string buffer_;  // unconsumed input starts at offset_
+  // Input: unconsumed bytes are [offset_, end_); the vector's size is its capacity (never
+  // shrunk by use, so reading into it never zero-fills).
+  std::vector<std::byte> buffer_;
   size_t offset_ = 0;
+  size_t end_ = 0;
   std::optional<Frame> partial_;  // header decoded, payload [0, filled_) received
   uint32_t partial_length_ = 0;
   size_t filled_ = 0;

@@ -1,6 +1,7 @@
 #include "transport/framed_connection.h"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -16,87 +17,113 @@ constexpr size_t kMaxReadBuffer = 64 * 1024;
 // the read buffer and at least this much is still to come (below that, copying is cheaper).
 constexpr size_t kDirectReadThreshold = 16 * 1024;
 constexpr size_t kMaxDirectRead = 4 * 1024 * 1024;
+// Payloads up to this size are copied into the contiguous gather buffer; larger ones are
+// written from where they are.
+constexpr size_t kGatherCopyLimit = 8 * 1024;
 
 }  // namespace
 
 FramedConnection::FramedConnection(std::unique_ptr<Connection> connection, FrameLimits limits)
-    : connection_(std::move(connection)), limits_(limits), decoder_(limits) {}
+    : connection_(std::move(connection)),
+      traits_(connection_->traits()),
+      limits_(limits),
+      decoder_(limits),
+      // A datagram must fit in one read, or the kernel truncates it.
+      read_size_(std::max(kMinReadBuffer, traits_.max_message)) {}
+
+asio::mutable_buffer FramedConnection::PrepareRead() {
+  read_direct_ = !traits_.message_boundaries &&
+                 decoder_.payload_received() >= kDirectReadThreshold &&
+                 decoder_.payload_remaining() >= kDirectReadThreshold;
+  std::span<std::byte> room =
+      read_direct_ ? decoder_.PayloadBuffer(kMaxDirectRead) : decoder_.ReadRoom(read_size_);
+  read_asked_ = room.size();
+  return asio::buffer(room.data(), room.size());
+}
+
+void FramedConnection::CommitRead(size_t n) {
+  last_receive_ = std::chrono::steady_clock::now();
+  if (read_direct_) {
+    decoder_.CommitPayload(n);
+    return;
+  }
+  decoder_.CommitRead(n);
+  if (n == read_asked_ && read_size_ < kMaxReadBuffer && !traits_.message_boundaries) {
+    read_size_ = std::min(kMaxReadBuffer, read_size_ * 2);
+  }
+}
 
 asio::awaitable<absl::StatusOr<std::optional<Frame>>> FramedConnection::ReadFrame() {
   for (;;) {
     absl::StatusOr<std::optional<Frame>> next = decoder_.Next();
     if (!next.ok() || next->has_value()) co_return next;
-    // A large payload in progress is read straight into its own buffer: no extra copy.
-    const bool use_direct = !connection_->traits().message_boundaries &&
-                            decoder_.payload_received() >= kDirectReadThreshold &&
-                            decoder_.payload_remaining() >= kDirectReadThreshold;
-    asio::mutable_buffer into;
-    if (use_direct) {
-      std::span<std::byte> direct = decoder_.PayloadBuffer(kMaxDirectRead);
-      into = asio::buffer(direct.data(), direct.size());
-    } else {
-      // A datagram must fit in one read, or the kernel truncates it.
-      size_t size = std::max(kMinReadBuffer, connection_->traits().max_message);
-      if (read_buffer_.size() < size) read_buffer_.resize(size);
-      into = asio::buffer(read_buffer_.data(), read_buffer_.size());
-    }
-    absl::StatusOr<size_t> n = co_await connection_->Read(into);
+    absl::StatusOr<size_t> n = co_await connection_->Read(PrepareRead());
     if (!n.ok()) co_return n.status();
-    last_receive_ = std::chrono::steady_clock::now();
-    if (!use_direct && *n == read_buffer_.size() && read_buffer_.size() < kMaxReadBuffer) {
-      grow_read_buffer_ = true;
-    }
     if (*n == 0) {
       if (decoder_.mid_frame()) {
         co_return absl::DataLossError("frame: connection closed in the middle of a frame");
       }
       co_return std::nullopt;
     }
-    if (use_direct) {
-      decoder_.CommitPayload(*n);
-    } else {
-      decoder_.Append(std::span<const std::byte>(read_buffer_.data(), *n));
-      if (grow_read_buffer_) {
-        grow_read_buffer_ = false;
-        read_buffer_.resize(std::min(kMaxReadBuffer, read_buffer_.size() * 2));
-      }
-    }
+    CommitRead(*n);
   }
 }
 
-asio::awaitable<absl::Status> FramedConnection::WriteFrames(std::span<const Frame> frames) {
-  if (connection_->traits().message_boundaries) {
-    // One frame per datagram: the receiver decodes each on its own.
-    for (const Frame& frame : frames) {
-      headers_.assign(1, EncodeFrameHeader(frame));
-      asio::const_buffer parts[2] = {asio::buffer(headers_[0]), asio::buffer(frame.payload)};
-      absl::Status s = co_await connection_->Write(std::span<const asio::const_buffer>(parts, 2));
-      if (!s.ok()) co_return s;
-    }
-    co_return absl::OkStatus();
+std::span<const asio::const_buffer> FramedConnection::GatherWrite(std::span<const Frame> frames) {
+  // First the gather buffer, so nothing points into it while it may still grow.
+  size_t gathered = 0;
+  for (const Frame& frame : frames) {
+    gathered += kFrameHeaderSize;
+    if (frame.payload.size() <= kGatherCopyLimit) gathered += frame.payload.size();
   }
-  headers_.clear();
-  headers_.reserve(frames.size());
+  if (gather_.size() < gathered) gather_.resize(gathered);
   buffers_.clear();
-  buffers_.reserve(frames.size() * 2);
-  size_t total = 0;
-  for (const Frame& frame : frames) headers_.push_back(EncodeFrameHeader(frame));
-  for (size_t i = 0; i < frames.size(); ++i) {
-    buffers_.push_back(asio::buffer(headers_[i]));
-    if (!frames[i].payload.empty()) buffers_.push_back(asio::buffer(frames[i].payload));
-    total += kFrameHeaderSize + frames[i].payload.size();
+  char* at = gather_.data();
+  const char* run = at;  // start of the contiguous run not yet in buffers_
+  for (const Frame& frame : frames) {
+    FrameHeaderBytes header = EncodeFrameHeader(frame);
+    std::memcpy(at, header.data(), header.size());
+    at += header.size();
+    if (frame.payload.size() <= kGatherCopyLimit) {
+      if (!frame.payload.empty()) std::memcpy(at, frame.payload.data(), frame.payload.size());
+      at += frame.payload.size();
+      continue;
+    }
+    buffers_.push_back(asio::buffer(run, static_cast<size_t>(at - run)));
+    buffers_.push_back(asio::buffer(frame.payload));
+    run = at;
   }
-  // Usually the kernel takes it all at once: then no asynchronous write, and no scheduler round
-  // trip before the caller goes on.
-  absl::StatusOr<size_t> written = connection_->TryWrite(buffers_);
-  if (!written.ok()) co_return written.status();
-  if (*written == total) co_return absl::OkStatus();
-  size_t skip = *written;
+  if (at != run) buffers_.push_back(asio::buffer(run, static_cast<size_t>(at - run)));
+  return buffers_;
+}
+
+namespace {
+
+// `buffers` without their first `skip` bytes.
+void Skip(std::vector<asio::const_buffer>& buffers, size_t skip) {
   size_t first = 0;
-  while (skip > 0 && skip >= buffers_[first].size()) skip -= buffers_[first++].size();
-  buffers_.erase(buffers_.begin(), buffers_.begin() + static_cast<std::ptrdiff_t>(first));
-  if (skip > 0) buffers_[0] += skip;
-  co_return co_await connection_->Write(buffers_);
+  while (first < buffers.size() && skip >= buffers[first].size()) skip -= buffers[first++].size();
+  buffers.erase(buffers.begin(), buffers.begin() + static_cast<std::ptrdiff_t>(first));
+  if (skip > 0) buffers[0] += skip;
+}
+
+}  // namespace
+
+asio::awaitable<absl::Status> FramedConnection::WriteFrames(std::span<const Frame> frames) {
+  const size_t step = traits_.message_boundaries ? 1 : frames.size();
+  for (size_t i = 0; i < frames.size(); i += step) {
+    std::span<const asio::const_buffer> layout = GatherWrite(frames.subspan(i, step));
+    std::vector<asio::const_buffer> buffers(layout.begin(), layout.end());
+    size_t total = 0;
+    for (const asio::const_buffer& b : buffers) total += b.size();
+    // Usually the kernel takes it all at once: then no asynchronous write.
+    absl::StatusOr<size_t> written = connection_->TryWrite(buffers);
+    if (!written.ok()) co_return written.status();
+    if (*written == total) continue;
+    Skip(buffers, *written);
+    if (absl::Status s = co_await connection_->Write(buffers); !s.ok()) co_return s;
+  }
+  co_return absl::OkStatus();
 }
 
 void FramedConnection::Close() { connection_->Close(); }

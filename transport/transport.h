@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "asio/any_io_executor.hpp"
@@ -46,28 +47,51 @@ struct PeerInfo {
   std::optional<PeerCredentials> credentials;
 };
 
-// One open connection, bound to one executor. At most one Read and one Write in flight.
+// One open connection, bound to one executor. At most one read and one write in flight.
+//
+// The seam is completion-handler based, so the framing layer can run its read and write loops
+// without a coroutine frame or a scheduler round trip per operation:
+//   - AsyncRead/AsyncWrite start one operation; its handler runs later on executor(), never
+//     inside the call (so a handler may start the next operation at once);
+//   - TryWrite writes what the transport takes right now, inline, without waiting: a response
+//     goes out in the same turn that produced it when the kernel (or ring) has room;
+//   - after Close() every pending handler runs with kCancelled; handlers must not assume the
+//     Connection still exists when they run with kCancelled.
+// A transport that can tell a read drained everything available (a short read on a byte
+// stream, an empty ring) should wait for the next wake-up before reading again rather than try
+// a read it knows will fail: the socket transports do (socket_connection.h), and a ring
+// transport can spin for a bounded time on its own before sleeping on its eventfd.
+// Read and Write are the same operations as coroutines, for tests and tools; unlike the handler
+// forms they can be cancelled through the awaiting coroutine's cancellation slot (for example
+// by a timer in an `||`), after which nothing more is written into the buffer.
 class Connection {
  public:
+  using ReadHandler = absl::AnyInvocable<void(absl::StatusOr<size_t>)>;
+  using WriteHandler = absl::AnyInvocable<void(absl::Status)>;
+
   virtual ~Connection() = default;
-  // Bytes read into `into` (which must stay valid until done); 0 means the peer closed cleanly.
-  // Message transports return one datagram. kCancelled after Close(); kUnavailable on reset.
-  virtual asio::awaitable<absl::StatusOr<size_t>> Read(asio::mutable_buffer into) = 0;
-  // Completes when all of `data` is written; `data` and what it points to must stay valid until
-  // then. kCancelled after Close(); kUnavailable when the peer is gone.
-  virtual asio::awaitable<absl::Status> Write(std::span<const asio::const_buffer> data) = 0;
+  // Reads some bytes into `into` (which must stay valid until done): the count, 0 when the peer
+  // closed cleanly. Message transports read one datagram. kCancelled after Close();
+  // kUnavailable on reset. Once the stream has ended or failed, every later read says so again.
+  virtual void AsyncRead(asio::mutable_buffer into, ReadHandler done) = 0;
+  // Writes all of `data`; `data` and what it points to must stay valid until done. kCancelled
+  // after Close(); kUnavailable when the peer is gone.
+  virtual void AsyncWrite(std::span<const asio::const_buffer> data, WriteHandler done) = 0;
   // Writes what the transport can take right now without waiting, and returns how many bytes
   // that was (0: it would have to wait, or the transport has no such fast path). Never call it
-  // while a Write is in flight. Saves the scheduler round trip of an asynchronous Write when the
-  // kernel has room, which is the common case.
+  // while a write is in flight. A message transport takes a whole datagram or nothing.
   virtual absl::StatusOr<size_t> TryWrite(std::span<const asio::const_buffer> data) {
     return size_t{0};
   }
-  // Idempotent; pending Read/Write complete with kCancelled.
+  // Idempotent; pending reads and writes complete with kCancelled.
   virtual void Close() = 0;
   virtual Traits traits() const = 0;
   virtual PeerInfo peer() const = 0;
   virtual asio::any_io_executor executor() const = 0;
+
+  // AsyncRead and AsyncWrite as cancellable coroutines (same results).
+  virtual asio::awaitable<absl::StatusOr<size_t>> Read(asio::mutable_buffer into) = 0;
+  virtual asio::awaitable<absl::Status> Write(std::span<const asio::const_buffer> data) = 0;
 };
 
 class Listener {

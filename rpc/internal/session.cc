@@ -35,8 +35,6 @@ Session::Session(std::unique_ptr<transport::Connection> connection, SessionOptio
       peer_(connection->peer()),
       framed_(std::move(connection),
               transport::FrameLimits{FrameLimitFor(options_.max_message_size)}),
-      outbox_ready_(executor_, Clock::time_point::max()),
-      read_resume_(executor_, Clock::time_point::max()),
       keepalive_timer_(executor_),
       watchdog_(executor_),
       flush_timer_(executor_),
@@ -48,14 +46,11 @@ Session::Session(std::unique_ptr<transport::Connection> connection, SessionOptio
 
 void Session::Start() {
   Send(HelloFrame(framed_.limits().max_payload, options_.max_concurrent_calls));
-  auto self = shared_from_this();
-  asio::co_spawn(
-      executor_, [self]() { return self->ReadLoop(); }, asio::detached);
-  asio::co_spawn(
-      executor_, [self]() { return self->WriteLoop(); }, asio::detached);
+  if (closed_) return;
+  StartRead();
   if (options_.keepalive_interval.count() > 0) {
     asio::co_spawn(
-        executor_, [self]() { return self->KeepaliveLoop(); }, asio::detached);
+        executor_, [self = shared_from_this()]() { return self->KeepaliveLoop(); }, asio::detached);
   }
   ArmWatchdog();
 }
@@ -67,19 +62,14 @@ size_t Session::peer_max_frame_payload() const {
   return peer_hello_ ? transport::kDefaultMaxPayload : framed_.limits().max_payload;
 }
 
-void Session::WakeWriter() {
-  if (writer_idle_) {
-    writer_idle_ = false;
-    outbox_ready_.cancel();
-  }
-}
-
 uint64_t Session::Send(Frame frame) {
   const uint64_t sequence = outbox_first_sequence_ + outbox_.size();
   if (closed_ || close_after_flush_) return sequence;
   queued_bytes_ += WireSize(frame);
   outbox_.push_back(std::move(frame));
-  WakeWriter();
+  // Written at once unless frames are being handled (then at the end of the batch) or a write
+  // is in flight (then when it completes).
+  if (!corked_ && !write_pending_ && !flushing_) Flush();
   return sequence;
 }
 
@@ -99,8 +89,6 @@ void Session::Close(absl::Status why) {
   if (closed_) return;
   closed_ = true;
   framed_.Close();
-  outbox_ready_.cancel();
-  read_resume_.cancel();
   keepalive_timer_.cancel();
   watchdog_.cancel();
   flush_timer_.cancel();
@@ -113,11 +101,11 @@ void Session::CloseAfterFlush(absl::Status why) {
   if (closed_ || close_after_flush_) return;
   close_after_flush_ = true;
   flush_status_ = std::move(why);
-  WakeWriter();
   flush_timer_.expires_after(kFlushTimeout);
   flush_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
     if (!ec) self->Close(self->flush_status_);
   });
+  if (!corked_ && !write_pending_ && !flushing_) Flush();
 }
 
 void Session::GoAwayAndClose(uint32_t last_call_id, absl::Status why) {
@@ -177,106 +165,184 @@ absl::Status Session::HandleControl(Frame& f, bool& handled) {
   }
 }
 
-asio::awaitable<void> Session::ReadLoop() {
-  int frames_this_turn = 0;
-  for (;;) {
-    if (options_.pause_reading_when_over_bound && over_queue_bound()) {
-      // Backpressure: the peer is not reading what we send; stop reading what it sends.
-      reading_paused_ = true;
-      read_resume_.expires_at(Clock::time_point::max());
-      co_await read_resume_.async_wait(use_nothrow);
-      reading_paused_ = false;
-      read_resumed_ = Clock::now();
-      if (closed_) co_return;
-      continue;
-    }
-    if (++frames_this_turn > kFramesPerTurn) {
-      // Fairness: let other connections on this reactor run before taking more of ours.
-      frames_this_turn = 0;
-      co_await asio::post(executor_, use_nothrow);
-      if (closed_) co_return;
-    }
-    absl::StatusOr<std::optional<Frame>> frame = co_await framed_.ReadFrame();
-    if (closed_) co_return;
-    if (!frame.ok()) {
-      Close(frame.status());
-      co_return;
-    }
-    if (!frame->has_value()) {
-      Close(absl::UnavailableError(absl::StrCat(options_.peer_name, " closed the connection")));
-      co_return;
-    }
-    last_read_ = Clock::now();
-    Frame& f = **frame;
-    if (!peer_hello_) {
-      absl::Status s = f.type == FrameType::kHello
-                           ? HandleHello(f)
-                           : absl::DataLossError("protocol error: first frame is not a hello");
-      if (!s.ok()) {
-        Close(s);
-        co_return;
-      }
-      OnHandshake();
-      ArmWatchdog();
-      if (closed_) co_return;
-      continue;
-    }
-    bool handled = false;
-    if (absl::Status s = HandleControl(f, handled); !s.ok()) {
-      if (s.code() == absl::StatusCode::kResourceExhausted) {
-        OnPeerAbuse(s);
-      } else {
-        Close(s);
-      }
-      co_return;
-    }
-    if (!handled) OnFrame(std::move(f));
-    if (closed_ || close_after_flush_) co_return;
-  }
+void Session::StartRead() {
+  if (closed_ || read_pending_) return;
+  read_pending_ = true;
+  framed_.connection().AsyncRead(
+      framed_.PrepareRead(),
+      [self = shared_from_this()](absl::StatusOr<size_t> n) { self->OnRead(std::move(n)); });
 }
 
-asio::awaitable<void> Session::WriteLoop() {
-  for (;;) {
-    if (closed_) co_return;
-    if (outbox_.empty()) {
-      if (close_after_flush_) {
-        Close(flush_status_);
-        co_return;
-      }
-      writer_idle_ = true;
-      outbox_ready_.expires_at(Clock::time_point::max());
-      co_await outbox_ready_.async_wait(use_nothrow);
-      writer_idle_ = false;
-      continue;
+void Session::OnRead(absl::StatusOr<size_t> n) {
+  read_pending_ = false;
+  if (closed_) return;
+  if (!n.ok()) {
+    Close(n.status());
+    return;
+  }
+  if (*n == 0) {
+    Close(framed_.mid_frame()
+              ? absl::DataLossError("frame: connection closed in the middle of a frame")
+              : absl::UnavailableError(absl::StrCat(options_.peer_name, " closed the connection")));
+    return;
+  }
+  framed_.CommitRead(*n);
+  last_read_ = framed_.last_receive();
+  ProcessFrames();
+}
+
+void Session::ProcessFrames() {
+  // Keeps us alive through hooks that may drop the last other reference.
+  std::shared_ptr<Session> self = shared_from_this();
+  corked_ = true;
+  bool more = false;  // frames may be left: this turn's share is used up
+  for (int handled = 0; !closed_ && !close_after_flush_;) {
+    if (handled == kFramesPerTurn) {
+      more = true;
+      break;
     }
-    size_t batch_bytes = 0;
-    while (!outbox_.empty() && writing_.size() < kMaxBatchFrames &&
-           (writing_.empty() || batch_bytes + WireSize(outbox_.front()) <= kMaxBatchBytes)) {
+    absl::StatusOr<std::optional<Frame>> frame = framed_.NextFrame();
+    if (!frame.ok()) {
+      Close(frame.status());
+      return;
+    }
+    if (!frame->has_value()) break;
+    ++handled;
+    if (!HandleFrame(**frame)) break;
+  }
+  corked_ = false;
+  if (closed_) return;
+  Flush();
+  if (closed_ || close_after_flush_) return;
+  if (more) {
+    // Fairness: let other connections on this reactor run before taking more of ours.
+    resume_posted_ = true;
+    asio::post(executor_, [self] {
+      self->resume_posted_ = false;
+      if (!self->closed_) self->ProcessFrames();
+    });
+    return;
+  }
+  if (options_.pause_reading_when_over_bound && over_queue_bound()) {
+    // Backpressure: the peer is not reading what we send; stop reading what it sends.
+    reading_paused_ = true;
+    return;
+  }
+  StartRead();
+}
+
+void Session::ResumeReading() {
+  if (!reading_paused_ || closed_) return;
+  reading_paused_ = false;
+  read_resumed_ = Clock::now();
+  if (resume_posted_) return;
+  // Posted: called from the write side, which is in the middle of its own bookkeeping.
+  resume_posted_ = true;
+  asio::post(executor_, [self = shared_from_this()] {
+    self->resume_posted_ = false;
+    if (!self->closed_) self->ProcessFrames();
+  });
+}
+
+bool Session::HandleFrame(Frame& f) {
+  if (!peer_hello_) {
+    absl::Status s = f.type == FrameType::kHello
+                         ? HandleHello(f)
+                         : absl::DataLossError("protocol error: first frame is not a hello");
+    if (!s.ok()) {
+      Close(s);
+      return false;
+    }
+    OnHandshake();
+    ArmWatchdog();
+    return !closed_;
+  }
+  bool handled = false;
+  if (absl::Status s = HandleControl(f, handled); !s.ok()) {
+    if (s.code() == absl::StatusCode::kResourceExhausted) {
+      OnPeerAbuse(s);
+    } else {
+      Close(s);
+    }
+    return false;
+  }
+  if (!handled) OnFrame(std::move(f));
+  return !closed_ && !close_after_flush_;
+}
+
+void Session::Flush() {
+  if (flushing_ || write_pending_ || corked_) return;
+  std::shared_ptr<Session> self = shared_from_this();
+  flushing_ = true;
+  const size_t max_frames = framed_.traits().message_boundaries ? 1 : kMaxBatchFrames;
+  while (!closed_) {
+    if (outbox_.empty()) {
+      flushing_ = false;
+      if (close_after_flush_) Close(flush_status_);
+      return;
+    }
+    batch_bytes_ = 0;
+    while (!outbox_.empty() && writing_.size() < max_frames &&
+           (writing_.empty() || batch_bytes_ + WireSize(outbox_.front()) <= kMaxBatchBytes)) {
       Frame& frame = outbox_.front();
       if (frame.type != kUnsent) {
-        batch_bytes += WireSize(frame);
+        batch_bytes_ += WireSize(frame);
         writing_.push_back(std::move(frame));
       }
       outbox_.pop_front();
       ++outbox_first_sequence_;
     }
     if (writing_.empty()) continue;
-    absl::Status status = co_await framed_.WriteFrames(writing_);
-    if (closed_) co_return;
-    if (!status.ok()) {
-      Close(transport::Annotate(status, absl::StrCat("write to ", options_.peer_name)));
-      co_return;
+    std::span<const asio::const_buffer> buffers = framed_.GatherWrite(writing_);
+    // Usually the transport takes it all at once: then no asynchronous write at all.
+    absl::StatusOr<size_t> written = framed_.connection().TryWrite(buffers);
+    if (!written.ok()) {
+      flushing_ = false;
+      Close(transport::Annotate(written.status(), absl::StrCat("write to ", options_.peer_name)));
+      return;
     }
-    const bool was_over = over_queue_bound();
-    queued_bytes_ -= batch_bytes;
-    OnWritten(writing_);
-    for (Frame& frame : writing_) transport::ReturnBuffer(std::move(frame.payload));
-    writing_.clear();
-    if (closed_) co_return;
-    if (was_over && !over_queue_bound()) {
-      read_resume_.cancel();
-      OnQueueDrained();
+    if (*written == batch_bytes_) {
+      FinishBatch();
+      continue;
     }
+    // The rest when the transport has room.
+    pending_buffers_.assign(buffers.begin(), buffers.end());
+    size_t skip = *written, first = 0;
+    while (skip >= pending_buffers_[first].size()) skip -= pending_buffers_[first++].size();
+    pending_buffers_.erase(pending_buffers_.begin(),
+                           pending_buffers_.begin() + static_cast<std::ptrdiff_t>(first));
+    pending_buffers_[0] += skip;
+    write_pending_ = true;
+    flushing_ = false;
+    framed_.connection().AsyncWrite(
+        pending_buffers_, [self](absl::Status status) { self->OnWriteDone(std::move(status)); });
+    return;
+  }
+  flushing_ = false;
+}
+
+void Session::OnWriteDone(absl::Status status) {
+  write_pending_ = false;
+  if (closed_) return;
+  if (!status.ok()) {
+    Close(transport::Annotate(status, absl::StrCat("write to ", options_.peer_name)));
+    return;
+  }
+  FinishBatch();
+  if (!closed_) Flush();
+}
+
+void Session::FinishBatch() {
+  const bool was_over = over_queue_bound();
+  queued_bytes_ -= batch_bytes_;
+  batch_bytes_ = 0;
+  OnWritten(writing_);
+  for (Frame& frame : writing_) transport::ReturnBuffer(std::move(frame.payload));
+  writing_.clear();
+  if (closed_) return;
+  if (was_over && !over_queue_bound()) {
+    ResumeReading();
+    OnQueueDrained();
   }
 }
 

@@ -141,13 +141,24 @@ class Session : public std::enable_shared_from_this<Session> {
   virtual void OnPeerAbuse(absl::Status why) { Close(std::move(why)); }
 
  private:
-  asio::awaitable<void> ReadLoop();
-  asio::awaitable<void> WriteLoop();
+  // The read side, as completion handlers (no coroutine frame per read): StartRead issues one
+  // read; OnRead takes its bytes; ProcessFrames handles every complete frame buffered, with
+  // writes corked so that what the frames produce goes out in one write at the end.
+  void StartRead();
+  void OnRead(absl::StatusOr<size_t> n);
+  void ProcessFrames();
+  void ResumeReading();
+  // The write side: writes what is queued, inline while the transport takes it, then one
+  // asynchronous write for the rest; OnWriteDone continues.
+  void Flush();
+  void OnWriteDone(absl::Status status);
+  void FinishBatch();
   asio::awaitable<void> KeepaliveLoop();
   absl::Status HandleHello(const transport::Frame& frame);
   // The connection-level frames (ping, pong, hello): handled here. Returns a protocol error.
   absl::Status HandleControl(transport::Frame& frame, bool& handled);
-  void WakeWriter();
+  // One frame from the peer; false when the session closed (or stops reading).
+  bool HandleFrame(transport::Frame& frame);
   void ArmWatchdog();
   void OnWatchdog();
 
@@ -156,11 +167,11 @@ class Session : public std::enable_shared_from_this<Session> {
   transport::PeerInfo peer_;
   transport::FramedConnection framed_;
   std::deque<transport::Frame> outbox_;
-  std::vector<transport::Frame> writing_;
-  uint64_t outbox_first_sequence_ = 0;  // Send's number for outbox_[0]
+  std::vector<transport::Frame> writing_;            // the batch being written
+  std::vector<asio::const_buffer> pending_buffers_;  // what the asynchronous write still owes
+  uint64_t outbox_first_sequence_ = 0;               // Send's number for outbox_[0]
   size_t queued_bytes_ = 0;
-  asio::steady_timer outbox_ready_;
-  asio::steady_timer read_resume_;  // the read loop waits here while over the queue bound
+  size_t batch_bytes_ = 0;  // wire bytes of writing_
   asio::steady_timer keepalive_timer_;
   asio::steady_timer watchdog_;     // hello, mid-frame stall and idle time limits
   asio::steady_timer flush_timer_;  // bounds CloseAfterFlush
@@ -169,8 +180,12 @@ class Session : public std::enable_shared_from_this<Session> {
   Clock::time_point last_read_;
   std::optional<wire::Hello> peer_hello_;
   RateBudget ping_budget_{kPingBurst, kPingsPerSecond};
-  bool writer_idle_ = false;
+  bool read_pending_ = false;   // an AsyncRead is in flight
+  bool write_pending_ = false;  // an AsyncWrite is in flight
+  bool corked_ = false;         // frames are being handled: Send queues, the batch end flushes
+  bool flushing_ = false;       // inside Flush (a Send from a hook must not re-enter it)
   bool reading_paused_ = false;
+  bool resume_posted_ = false;
   bool close_after_flush_ = false;
   bool closed_ = false;
   absl::Status flush_status_;

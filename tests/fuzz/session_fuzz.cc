@@ -136,6 +136,21 @@ class FuzzConnection final : public transport::Connection {
     return size_t{0};
   }
 
+  // The handler forms run the coroutines: the session (which owns this connection) stays alive
+  // until its handler has run, so `this` outlives them.
+  void AsyncRead(asio::mutable_buffer into, ReadHandler done) override {
+    asio::co_spawn(executor_, Read(into),
+                   [done = std::move(done)](std::exception_ptr, absl::StatusOr<size_t> n) mutable {
+                     done(std::move(n));
+                   });
+  }
+  void AsyncWrite(std::span<const asio::const_buffer> data, WriteHandler done) override {
+    asio::co_spawn(executor_, Write(data),
+                   [done = std::move(done)](std::exception_ptr, absl::Status s) mutable {
+                     done(std::move(s));
+                   });
+  }
+
   void Close() override {
     closed_ = true;
     hold_.cancel();

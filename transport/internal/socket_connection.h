@@ -28,6 +28,7 @@
 #include "asio/ip/address_v4.hpp"
 #include "asio/ip/tcp.hpp"
 #include "asio/local/stream_protocol.hpp"
+#include "asio/post.hpp"
 #include "asio/steady_timer.hpp"
 #include "asio/use_awaitable.hpp"
 #include "asio/write.hpp"
@@ -114,24 +115,28 @@ class SocketConnection final : public Connection {
   }
 
   // Holds at most `into.size()` bytes; `into` must be non-empty (an empty read returns 0, which
-  // reads as end of stream). Once the stream has ended or failed, every later Read says so again.
+  // reads as end of stream). Once the stream has ended or failed, every later read says so again.
+  void AsyncRead(asio::mutable_buffer into, ReadHandler done) override {
+    if (closed_ || read_end_) {
+      asio::post(executor_, [result = closed_ ? Closed("read") : *read_end_,
+                             done = std::move(done)]() mutable { done(std::move(result)); });
+      return;
+    }
+    socket_.async_read_some(into,
+                            [this, done = std::move(done)](asio::error_code ec, size_t n) mutable {
+                              // Checked before touching `this`: Close() (or the socket's
+                              // destruction) aborts us.
+                              if (ec == asio::error::operation_aborted) return done(Closed("read"));
+                              done(ReadResult(ec, n));
+                            });
+  }
+
   asio::awaitable<absl::StatusOr<size_t>> Read(asio::mutable_buffer into) override {
     if (closed_) co_return Closed("read");
     if (read_end_) co_return *read_end_;
     auto [ec, n] = co_await socket_.async_read_some(into, use_nothrow);
-    // Checked before touching `this` again: Close() (or the socket's destruction) aborts us.
     if (ec == asio::error::operation_aborted) co_return Closed("read");
-    // After Close() the result is kCancelled whatever the OS said (e.g. bad_descriptor).
-    if (closed_) co_return Closed("read");
-    if (!ec) co_return n;
-    // Remembered, not asked again: Asio 1.22's edge-triggered reactor waits for a new edge
-    // before retrying a read that came back short, and after EOF or a reset none comes.
-    if (ec == asio::error::eof) {
-      read_end_ = size_t{0};
-    } else {
-      read_end_ = ToStatus(ec, absl::StrCat(scheme(), " read from ", peer_.address));
-    }
-    co_return *read_end_;
+    co_return ReadResult(ec, n);
   }
 
   absl::StatusOr<size_t> TryWrite(std::span<const asio::const_buffer> data) override {
@@ -144,13 +149,23 @@ class SocketConnection final : public Connection {
     return n;
   }
 
+  void AsyncWrite(std::span<const asio::const_buffer> data, WriteHandler done) override {
+    if (closed_) {
+      asio::post(executor_, [done = std::move(done)]() mutable { done(Closed("write")); });
+      return;
+    }
+    asio::async_write(socket_, data,
+                      [this, done = std::move(done)](asio::error_code ec, size_t) mutable {
+                        if (ec == asio::error::operation_aborted) return done(Closed("write"));
+                        done(WriteResult(ec));
+                      });
+  }
+
   asio::awaitable<absl::Status> Write(std::span<const asio::const_buffer> data) override {
     if (closed_) co_return Closed("write");
     auto [ec, n] = co_await asio::async_write(socket_, data, use_nothrow);
     if (ec == asio::error::operation_aborted) co_return Closed("write");
-    if (closed_) co_return Closed("write");
-    if (ec) co_return ToStatus(ec, absl::StrCat(scheme(), " write to ", peer_.address));
-    co_return absl::OkStatus();
+    co_return WriteResult(ec);
   }
 
   // Shuts down both directions (the peer sees end of stream even if another process shares the
@@ -179,6 +194,25 @@ class SocketConnection final : public Connection {
   // Static: it may run after the connection is gone.
   static absl::Status Closed(const char* op) {
     return absl::CancelledError(absl::StrCat(scheme(), " ", op, ": cancelled"));
+  }
+  // What a completed read means (the connection is still alive).
+  absl::StatusOr<size_t> ReadResult(const asio::error_code& ec, size_t n) {
+    // After Close() the result is kCancelled whatever the OS said (e.g. bad_descriptor).
+    if (closed_) return Closed("read");
+    if (!ec) return n;
+    // Remembered, not asked again: Asio 1.22's edge-triggered reactor waits for a new edge
+    // before retrying a read that came back short, and after EOF or a reset none comes.
+    if (ec == asio::error::eof) {
+      read_end_ = size_t{0};
+    } else {
+      read_end_ = ToStatus(ec, absl::StrCat(scheme(), " read from ", peer_.address));
+    }
+    return *read_end_;
+  }
+  absl::Status WriteResult(const asio::error_code& ec) {
+    if (closed_) return Closed("write");
+    if (ec) return ToStatus(ec, absl::StrCat(scheme(), " write to ", peer_.address));
+    return absl::OkStatus();
   }
 
   Socket socket_;
