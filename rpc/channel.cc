@@ -153,7 +153,10 @@ Channel::Channel(ConstructionKey, asio::any_io_executor executor, Endpoint endpo
       next_backoff_(options_.backoff.initial),
       retry_timer_(executor_),
       abandon_dial_(executor_, Clock::time_point::max()),
-      deadline_timer_(executor_) {}
+      deadline_timer_(executor_) {
+  // A sentinel that never expires (call id 0 is never used) keeps the set's root node alive.
+  deadlines_.insert({Clock::time_point::max(), 0});
+}
 
 absl::StatusOr<std::shared_ptr<Channel>> Channel::Create(std::string_view uri,
                                                          ChannelOptions options) {

@@ -49,25 +49,44 @@ BufferPool& ThreadPool() {
 
 }  // namespace
 
-std::string TakeBuffer(size_t size) {
+std::string TakeBufferAtLeast(size_t size, size_t most) {
   BufferPool& pool = ThreadPool();
+  std::string buffer;
   if (size >= kPooledMinimum) {
+    // One that holds `most` if there is one (then a payload growing into it is never copied
+    // again), else any that holds `size`.
+    size_t best = pool.buffers.size();
     for (size_t i = 0; i < pool.buffers.size(); ++i) {
-      if (pool.buffers[i].capacity() < size) continue;
-      std::string buffer = std::move(pool.buffers[i]);
-      pool.buffers.erase(pool.buffers.begin() + static_cast<std::ptrdiff_t>(i));
-      pool.bytes -= buffer.capacity();
+      const size_t capacity = pool.buffers[i].capacity();
+      if (capacity < size) continue;
+      if (best == pool.buffers.size() ||
+          (pool.buffers[best].capacity() < most && capacity >= most)) {
+        best = i;
+      }
+    }
+    if (best == pool.buffers.size()) {
+      // Fresh, with its capacity rounded up, so that frames of about the same size (a request
+      // and its echo, a header longer or shorter) fit each other's buffers when reused.
+      buffer.reserve((size + kPooledMinimum - 1) / kPooledMinimum * kPooledMinimum);
       buffer.resize(size);
       return buffer;
     }
+    buffer = std::move(pool.buffers[best]);
+    pool.buffers.erase(pool.buffers.begin() + static_cast<std::ptrdiff_t>(best));
+    pool.bytes -= buffer.capacity();
   } else if (size > kInlineCapacity && !pool.small.empty()) {
-    std::string buffer = std::move(pool.small.back());
+    buffer = std::move(pool.small.back());
     pool.small.pop_back();
-    buffer.resize(size);  // grows it (once) if it was smaller
-    return buffer;
+  } else {
+    return std::string(size, '\0');
   }
-  return std::string(size, '\0');
+  // A pooled buffer keeps the size it was returned with: its bytes are initialised already, so
+  // only what it lacks is zero-filled (a fresh string zero-fills all of it).
+  buffer.resize(std::clamp(buffer.size(), size, std::max(size, most)));
+  return buffer;
 }
+
+std::string TakeBuffer(size_t size) { return TakeBufferAtLeast(size, size); }
 
 void ReturnBuffer(std::string&& buffer) {
   BufferPool& pool = ThreadPool();
@@ -75,7 +94,6 @@ void ReturnBuffer(std::string&& buffer) {
   if (capacity < kPooledMinimum) {
     if (capacity > kInlineCapacity && capacity <= kSmallMaximum &&
         pool.small.size() < kSmallBuffers) {
-      buffer.clear();
       pool.small.push_back(std::move(buffer));
     }
     return;
@@ -86,7 +104,6 @@ void ReturnBuffer(std::string&& buffer) {
     pool.bytes -= pool.buffers.front().capacity();
     pool.buffers.erase(pool.buffers.begin());
   }
-  buffer.clear();
   pool.bytes += capacity;
   pool.buffers.push_back(std::move(buffer));
 }
@@ -192,8 +209,9 @@ std::span<std::byte> FrameDecoder::PayloadRoom(size_t max) {
     if (payload.capacity() >= grown) {
       payload.resize(grown);
     } else {
-      // A pooled buffer when large (no fresh pages to fault in), the bytes so far copied over.
-      std::string bigger = TakeBuffer(grown);
+      // A pooled buffer when large (no fresh pages to fault in, and often already as large as
+      // the whole payload: then this is the only copy), the bytes so far copied over.
+      std::string bigger = TakeBufferAtLeast(grown, partial_length_);
       std::memcpy(bigger.data(), payload.data(), filled_);
       ReturnBuffer(std::move(payload));
       payload = std::move(bigger);

@@ -71,6 +71,9 @@ std::string EncodeFrame(const Frame& frame);
 // ReturnBuffer() keeps a few big ones (at most 4 and 32 MiB in all) and up to 32 small ones
 // (at most 16 KiB each) per thread.
 std::string TakeBuffer(size_t size);
+// The same, but a pooled buffer comes back with as much of its own size as it has, up to `most`
+// bytes (so a payload that grows into it needs no further zero-fill or copy).
+std::string TakeBufferAtLeast(size_t size, size_t most);
 void ReturnBuffer(std::string&& buffer);
 
 // Reassembles frames from a byte stream in any split. Memory is proportional to the bytes

@@ -207,7 +207,12 @@ std::string Printable(std::string_view text, size_t max) {
 }
 
 absl::StatusOr<RequestHeaderView> DecodeRequestHeader(std::string_view payload) {
-  const absl::Status malformed = absl::InvalidArgumentError("malformed request header");
+  // Built only when returned: a status with a message allocates, and this runs on every call.
+  struct Malformed {
+    operator absl::StatusOr<RequestHeaderView>() const {
+      return absl::InvalidArgumentError("malformed request header");
+    }
+  } malformed;
   CodedInputStream outer(reinterpret_cast<const uint8_t*>(payload.data()),
                          static_cast<int>(std::min<size_t>(payload.size(), INT32_MAX)));
   uint32_t size = 0;

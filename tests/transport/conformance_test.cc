@@ -1,6 +1,7 @@
 // The contract every transport in transport/registry.cc must keep (transport/transport.h). Runs
 // once per row of BuiltInTransports(), so a new transport is tested with no edit here.
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -43,7 +44,6 @@ using ::courier::testing::RunUntil;
 using ::courier::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
 
 asio::awaitable<absl::Status> Write(Connection& connection, std::string_view data) {
   asio::const_buffer buffer(data.data(), data.size());
@@ -297,6 +297,59 @@ TEST_P(ConformanceTest, PeerCloseIsCleanEndOfStream) {
   absl::StatusOr<std::string> again = RunCoro(io_, ReadSome(*pair.client, 1));
   ASSERT_THAT(again, IsOk());
   EXPECT_EQ(*again, "");
+}
+
+// The handler-based reads the session loops use. The peer's last bytes and its close arrive
+// while a read waits, so they come as one readiness event: the short read of the bytes must not
+// hide the end of stream behind it (a read loop would then wait forever).
+TEST_P(ConformanceTest, AsyncReadSeesEndOfStreamThatCameWithTheLastBytes) {
+  ConnectedPair pair = MakePair();
+  ASSERT_NE(pair.client, nullptr);
+  if (!pair.client->traits().reliable) GTEST_SKIP() << "unreliable transport";
+  std::string received;
+  bool ended = false;
+  std::optional<absl::Status> failed;
+  char buffer[64];
+  std::function<void()> read_more = [&] {
+    pair.client->AsyncRead(asio::buffer(buffer), [&](absl::StatusOr<size_t> n) {
+      if (!n.ok()) {
+        failed = n.status();
+      } else if (*n == 0) {
+        ended = true;
+      } else {
+        received.append(buffer, *n);
+        read_more();
+      }
+    });
+  };
+  read_more();
+  io_.restart();
+  io_.poll();  // the read waits: nothing has arrived
+  ASSERT_TRUE(received.empty());
+  std::string bye = "bye";
+  asio::const_buffer bytes = asio::buffer(bye);
+  absl::StatusOr<size_t> written = pair.server->TryWrite({&bytes, 1});
+  ASSERT_THAT(written, IsOk());
+  ASSERT_EQ(*written, 3u);
+  pair.server->Close();
+  ASSERT_TRUE(RunUntil(io_, [&] { return ended || failed.has_value(); }));
+  EXPECT_FALSE(failed.has_value()) << *failed;
+  EXPECT_EQ(received, "bye");
+}
+
+TEST_P(ConformanceTest, CloseCancelsPendingAsyncRead) {
+  ConnectedPair pair = MakePair();
+  ASSERT_NE(pair.client, nullptr);
+  std::optional<absl::StatusOr<size_t>> read;
+  char buffer[16];
+  pair.client->AsyncRead(asio::buffer(buffer),
+                         [&](absl::StatusOr<size_t> n) { read = std::move(n); });
+  io_.restart();
+  io_.poll();  // nothing arrives
+  ASSERT_FALSE(read.has_value());
+  pair.client->Close();
+  ASSERT_TRUE(RunUntil(io_, [&] { return read.has_value(); }));
+  EXPECT_THAT(*read, StatusIs(absl::StatusCode::kCancelled));
 }
 
 TEST_P(ConformanceTest, CloseCancelsPendingRead) {

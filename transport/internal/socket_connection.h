@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -23,12 +24,17 @@
 #include "asio/basic_socket_acceptor.hpp"
 #include "asio/basic_stream_socket.hpp"
 #include "asio/buffer.hpp"
+#include "asio/detail/reactor.hpp"
+#include "asio/detail/reactor_op.hpp"
 #include "asio/error.hpp"
+#include "asio/execution/context.hpp"
 #include "asio/experimental/as_tuple.hpp"
 #include "asio/ip/address_v4.hpp"
 #include "asio/ip/tcp.hpp"
 #include "asio/local/stream_protocol.hpp"
 #include "asio/post.hpp"
+#include "asio/query.hpp"
+#include "asio/recycling_allocator.hpp"
 #include "asio/steady_timer.hpp"
 #include "asio/use_awaitable.hpp"
 #include "asio/write.hpp"
@@ -81,18 +87,104 @@ inline void SetCloseOnExec(int fd) {
   if (flags >= 0) ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
 }
 
+// A stream socket that lets SocketConnection start its own reactor operation (ReadOp below).
+template <typename Protocol>
+class ReactorSocket : public asio::basic_stream_socket<Protocol, asio::any_io_executor> {
+ public:
+  using Base = asio::basic_stream_socket<Protocol, asio::any_io_executor>;
+  explicit ReactorSocket(Base&& socket) : Base(std::move(socket)) {}
+  auto& implementation() { return this->impl_.get_implementation(); }
+};
+
+// One read for AsyncRead, run by Asio's reactor like its own socket reads (speculatively at
+// once, else when the socket is readable), but completing through a plain function instead of
+// a wrapped handler: the read allocates nothing (the operation comes from Asio's recycling
+// allocator) and costs no extra indirection. Built on asio::detail (Debian 12's Asio 1.22).
+//
+// A short read does not end the reactor's speculation (as Asio does for short writes): the
+// peer's end of stream (or a reset) can arrive in the same readiness edge as its last bytes, and
+// then no further edge comes; only another read sees it. So the read after a short one may find
+// nothing (EAGAIN), which costs one system call but never misses a close.
+template <typename Owner>
+class ReadOp : public asio::detail::reactor_op {
+ public:
+  using Handler = typename Owner::ReadHandler;
+
+  // Starts the read of `into` on `socket` (a connected, non-blocking stream socket); when it
+  // completes, Owner::ReadDone(owner, ec, n, handler) runs.
+  template <typename Socket>
+  static void Start(Socket& socket, asio::detail::reactor& reactor, asio::mutable_buffer into,
+                    Owner* owner, Handler handler) {
+    auto& impl = socket.implementation();
+    void* memory = asio::recycling_allocator<ReadOp>().allocate(1);
+    auto* op = new (memory) ReadOp(impl.socket_, into, owner, std::move(handler));
+    reactor.start_op(asio::detail::reactor::read_op, impl.socket_, impl.reactor_data_, op,
+                     /*is_continuation=*/true, /*allow_speculative=*/true);
+  }
+
+ private:
+  ReadOp(int fd, asio::mutable_buffer into, Owner* owner, Handler handler)
+      : reactor_op(asio::error_code(), &ReadOp::Perform, &ReadOp::Complete),
+        fd_(fd),
+        into_(into),
+        owner_(owner),
+        handler_(std::move(handler)) {}
+
+  static status Perform(reactor_op* base) {
+    auto* op = static_cast<ReadOp*>(base);
+    for (;;) {
+      const ssize_t n = ::recv(op->fd_, op->into_.data(), op->into_.size(), 0);
+      if (n > 0) {
+        op->bytes_transferred_ = static_cast<size_t>(n);
+        return done;
+      }
+      if (n == 0) {
+        op->ec_ = asio::error::eof;
+        return done_and_exhausted;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return not_done;
+      op->ec_ = asio::error_code(errno, asio::system_category());
+      return done;
+    }
+  }
+
+  // `owner` is null when the reactor is destroyed with the operation pending: then the handler
+  // is destroyed without being called, as Asio does. Otherwise the result is the reactor's
+  // (operation_aborted after a close) if it set one, else what Perform found.
+  static void Complete(void* owner, asio::detail::scheduler_operation* base,
+                       const asio::error_code& /*result_ec*/, size_t /*bytes*/) {
+    auto* op = static_cast<ReadOp*>(base);
+    Handler handler = std::move(op->handler_);
+    Owner* connection = op->owner_;
+    const asio::error_code ec = op->ec_;
+    const size_t n = op->bytes_transferred_;
+    op->~ReadOp();
+    asio::recycling_allocator<ReadOp>().deallocate(op, 1);
+    if (owner != nullptr) Owner::ReadDone(connection, ec, n, handler);
+  }
+
+  int fd_;
+  asio::mutable_buffer into_;
+  Owner* owner_;
+  Handler handler_;
+};
+
 // A Connection over a connected stream socket (asio::ip::tcp or asio::local::stream_protocol).
 // Traits: a reliable byte stream with no message boundaries. Writes use send(MSG_NOSIGNAL)
 // (Asio does so on Linux), so a peer that went away is kUnavailable (EPIPE), never SIGPIPE.
 template <typename Protocol>
 class SocketConnection final : public Connection {
  public:
-  using Socket = asio::basic_stream_socket<Protocol, asio::any_io_executor>;
+  using Socket = ReactorSocket<Protocol>;
 
   // `socket` must be connected. Sets close-on-exec and (TCP) TCP_NODELAY, and records the
   // peer's address and (UNIX) its SO_PEERCRED credentials now, while the socket is open to ask.
-  explicit SocketConnection(Socket socket)
-      : socket_(std::move(socket)), executor_(socket_.get_executor()) {
+  explicit SocketConnection(typename Socket::Base socket)
+      : socket_(std::move(socket)),
+        executor_(socket_.get_executor()),
+        reactor_(asio::use_service<asio::detail::reactor>(
+            asio::query(executor_, asio::execution::context))) {
     SetCloseOnExec(socket_.native_handle());
     asio::error_code ec;
     socket_.non_blocking(true, ec);  // for TryWrite
@@ -122,13 +214,11 @@ class SocketConnection final : public Connection {
                              done = std::move(done)]() mutable { done(std::move(result)); });
       return;
     }
-    socket_.async_read_some(into,
-                            [this, done = std::move(done)](asio::error_code ec, size_t n) mutable {
-                              // Checked before touching `this`: Close() (or the socket's
-                              // destruction) aborts us.
-                              if (ec == asio::error::operation_aborted) return done(Closed("read"));
-                              done(ReadResult(ec, n));
-                            });
+    if (into.size() == 0) {  // as Asio: an empty read of a stream completes at once
+      asio::post(executor_, [done = std::move(done)]() mutable { done(size_t{0}); });
+      return;
+    }
+    ReadOp<SocketConnection>::Start(socket_, reactor_, into, this, std::move(done));
   }
 
   asio::awaitable<absl::StatusOr<size_t>> Read(asio::mutable_buffer into) override {
@@ -191,6 +281,14 @@ class SocketConnection final : public Connection {
   static constexpr const char* scheme() {
     return std::is_same_v<Protocol, asio::ip::tcp> ? "tcp" : "unix";
   }
+  friend class ReadOp<SocketConnection>;
+  // AsyncRead's completion. Checks for an abort before touching `self`: Close() (or the
+  // socket's destruction) aborts the read, and the connection may be gone.
+  static void ReadDone(SocketConnection* self, const asio::error_code& ec, size_t n,
+                       ReadHandler& done) {
+    if (ec == asio::error::operation_aborted) return done(Closed("read"));
+    done(self->ReadResult(ec, n));
+  }
   // Static: it may run after the connection is gone.
   static absl::Status Closed(const char* op) {
     return absl::CancelledError(absl::StrCat(scheme(), " ", op, ": cancelled"));
@@ -217,6 +315,7 @@ class SocketConnection final : public Connection {
 
   Socket socket_;
   asio::any_io_executor executor_;  // socket_.get_executor() is not const
+  asio::detail::reactor& reactor_;  // where ReadOp runs: the socket's own reactor
   PeerInfo peer_;
   std::optional<absl::StatusOr<size_t>> read_end_;  // 0 after EOF, or the read error
   bool closed_ = false;
