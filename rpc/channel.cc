@@ -13,6 +13,7 @@
 #include "asio/cancellation_signal.hpp"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
+#include "asio/dispatch.hpp"
 #include "asio/executor_work_guard.hpp"
 #include "asio/experimental/awaitable_operators.hpp"
 #include "asio/io_context.hpp"
@@ -404,7 +405,9 @@ void Channel::Resume(PendingCall& call, bool inline_resume) {
   call.waiter.reset();
   if (call.cancel_slot.is_connected()) call.cancel_slot.clear();
   if (inline_resume) {
-    std::move(waiter)();
+    // Through the caller's executor: at once when that is the one running here (the usual
+    // case: the channel's), queued otherwise (a strand held elsewhere, say).
+    asio::dispatch(std::move(waiter));
   } else {
     asio::post(executor_, std::move(waiter));
   }
