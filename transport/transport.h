@@ -57,10 +57,10 @@ struct PeerInfo {
 //     goes out in the same turn that produced it when the kernel (or ring) has room;
 //   - after Close() every pending handler runs with kCancelled; handlers must not assume the
 //     Connection still exists when they run with kCancelled.
-// A transport that can tell a read drained everything available (a short read on a byte
-// stream, an empty ring) should wait for the next wake-up before reading again rather than try
-// a read it knows will fail: the socket transports do (socket_connection.h), and a ring
-// transport can spin for a bounded time on its own before sleeping on its eventfd.
+// How a read waits is the transport's own business, inside AsyncRead: a socket waits in the
+// reactor (socket_connection.h says why a read after a short one is still tried); a ring can
+// check for data, spin for a bounded time in slices that let the reactor run others, then
+// announce that it sleeps and wait on its eventfd. A read must never miss the peer's close.
 // Read and Write are the same operations as coroutines, for tests and tools; unlike the handler
 // forms they can be cancelled through the awaiting coroutine's cancellation slot (for example
 // by a timer in an `||`), after which nothing more is written into the buffer.

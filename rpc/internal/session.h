@@ -1,5 +1,5 @@
-// Session: RPC state on one connection, the part clients and servers share — the read loop, the
-// batching write loop, the hello handshake, ping/pong keepalive, the bounds a peer cannot push
+// Session: RPC state on one connection, the part clients and servers share — the read side, the
+// batching write side, the hello handshake, ping/pong keepalive, the bounds a peer cannot push
 // past (queued bytes, time limits, ping rate) and closing. ClientSession and ServerSession
 // derive from it. Internal to rpc/.
 #pragma once
@@ -92,10 +92,12 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Sends our hello and starts the loops. Call once, on the session's executor.
   void Start();
-  // Queues `frame` for the write loop; frames queued together go out in one gather write.
-  // Returns the frame's sequence number, for Unsend. Dropped after Close().
+  // Queues `frame` and writes it at once (inline, when the transport has room), unless frames
+  // are being handled (then it goes with the batch's others when it ends) or a write is in
+  // flight (then with the next). Returns the frame's sequence number, for Unsend. Dropped after
+  // Close().
   uint64_t Send(transport::Frame frame);
-  // Takes back a frame queued by Send that the write loop has not yet started writing, and
+  // Takes back a frame queued by Send that no write has taken yet, and
   // returns true; false if it is already (being) written or the session is closed.
   bool Unsend(uint64_t sequence);
   // Idempotent. Closes the connection at once (queued frames are dropped); OnClose(why) runs
