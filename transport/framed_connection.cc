@@ -97,17 +97,14 @@ std::span<const asio::const_buffer> FramedConnection::GatherWrite(std::span<cons
   return buffers_;
 }
 
-namespace {
-
-// `buffers` without their first `skip` bytes.
-void Skip(std::vector<asio::const_buffer>& buffers, size_t skip) {
+void SkipWritten(std::vector<asio::const_buffer>& buffers, size_t written) {
   size_t first = 0;
-  while (first < buffers.size() && skip >= buffers[first].size()) skip -= buffers[first++].size();
+  while (first < buffers.size() && written >= buffers[first].size()) {
+    written -= buffers[first++].size();
+  }
   buffers.erase(buffers.begin(), buffers.begin() + static_cast<std::ptrdiff_t>(first));
-  if (skip > 0) buffers[0] += skip;
+  if (written > 0) buffers[0] += written;
 }
-
-}  // namespace
 
 asio::awaitable<absl::Status> FramedConnection::WriteFrames(std::span<const Frame> frames) {
   const size_t step = traits_.message_boundaries ? 1 : frames.size();
@@ -120,7 +117,7 @@ asio::awaitable<absl::Status> FramedConnection::WriteFrames(std::span<const Fram
     absl::StatusOr<size_t> written = connection_->TryWrite(buffers);
     if (!written.ok()) co_return written.status();
     if (*written == total) continue;
-    Skip(buffers, *written);
+    SkipWritten(buffers, *written);
     if (absl::Status s = co_await connection_->Write(buffers); !s.ok()) co_return s;
   }
   co_return absl::OkStatus();

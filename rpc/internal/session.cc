@@ -68,8 +68,8 @@ uint64_t Session::Send(Frame frame) {
   queued_bytes_ += WireSize(frame);
   outbox_.push_back(std::move(frame));
   // Written at once unless frames are being handled (then at the end of the batch) or a write
-  // is in flight (then when it completes).
-  if (!corked_ && !write_pending_ && !flushing_) Flush();
+  // is in flight (then when it completes): Flush checks.
+  Flush();
   return sequence;
 }
 
@@ -105,7 +105,7 @@ void Session::CloseAfterFlush(absl::Status why) {
   flush_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
     if (!ec) self->Close(self->flush_status_);
   });
-  if (!corked_ && !write_pending_ && !flushing_) Flush();
+  Flush();
 }
 
 void Session::GoAwayAndClose(uint32_t last_call_id, absl::Status why) {
@@ -216,11 +216,7 @@ void Session::ProcessFrames() {
   if (closed_ || close_after_flush_) return;
   if (more) {
     // Fairness: let other connections on this reactor run before taking more of ours.
-    resume_posted_ = true;
-    asio::post(executor_, [self] {
-      self->resume_posted_ = false;
-      if (!self->closed_) self->ProcessFrames();
-    });
+    PostProcessFrames();
     return;
   }
   if (options_.pause_reading_when_over_bound && over_queue_bound()) {
@@ -235,8 +231,12 @@ void Session::ResumeReading() {
   if (!reading_paused_ || closed_) return;
   reading_paused_ = false;
   read_resumed_ = Clock::now();
-  if (resume_posted_) return;
   // Posted: called from the write side, which is in the middle of its own bookkeeping.
+  PostProcessFrames();
+}
+
+void Session::PostProcessFrames() {
+  if (resume_posted_) return;
   resume_posted_ = true;
   asio::post(executor_, [self = shared_from_this()] {
     self->resume_posted_ = false;
@@ -307,11 +307,7 @@ void Session::Flush() {
     }
     // The rest when the transport has room.
     pending_buffers_.assign(buffers.begin(), buffers.end());
-    size_t skip = *written, first = 0;
-    while (skip >= pending_buffers_[first].size()) skip -= pending_buffers_[first++].size();
-    pending_buffers_.erase(pending_buffers_.begin(),
-                           pending_buffers_.begin() + static_cast<std::ptrdiff_t>(first));
-    pending_buffers_[0] += skip;
+    transport::SkipWritten(pending_buffers_, *written);
     write_pending_ = true;
     flushing_ = false;
     framed_.connection().AsyncWrite(

@@ -150,6 +150,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnRead(absl::StatusOr<size_t> n);
   void ProcessFrames();
   void ResumeReading();
+  // ProcessFrames from the reactor's queue (at most one pending).
+  void PostProcessFrames();
   // The write side: writes what is queued, inline while the transport takes it, then one
   // asynchronous write for the rest; OnWriteDone continues.
   void Flush();
