@@ -1,7 +1,11 @@
 // courier over every transport in transport::BuiltInTransports(): the echo service of
 // proto/examples/echo.proto through its generated EchoService and EchoStub, served in the server
 // process and called from the driver, on one single-threaded io_context per side (the default
-// shape: no thread hop on a call's path).
+// shape: no thread hop on a call's path). Besides each scheme, "shm-nospin": shm:// with
+// `?spin_us=0` on both the listener's and the client's URI, so that every wait sleeps on the
+// eventfd at once (the plain "shm" case keeps the transport's default spin).
+#include <unistd.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
@@ -10,12 +14,14 @@
 
 #include "asio/co_spawn.hpp"
 #include "asio/io_context.hpp"
+#include "bench/server_process.h"
 #include "bench/system.h"
 #include "examples/echo.courier.h"
 #include "examples/echo.pb.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
 #include "transport/registry.h"
+#include "transport/shm/segment.h"
 
 namespace courier::bench {
 namespace {
@@ -110,6 +116,34 @@ class CourierClient final : public EchoClient {
   std::unique_ptr<EchoStub> stub_;
 };
 
+// A bench transport that is a registered scheme with options on its URIs.
+struct Variant {
+  std::string_view name;     // the bench's transport name
+  std::string_view scheme;   // the registry's
+  std::string_view options;  // appended after '?' to the listener's and the client's address
+};
+constexpr Variant kVariants[] = {{"shm-nospin", "shm", "spin_us=0"}};
+
+const Variant* FindVariant(std::string_view transport) {
+  for (const Variant& v : kVariants) {
+    if (v.name == transport) return &v;
+  }
+  return nullptr;
+}
+
+// The server process ends with _exit (server_process.h), so a shm:// listener cannot remove its
+// rendezvous socket file itself: this does, when the driver says quit.
+void RemoveOnQuit(const Endpoint& endpoint) {
+  static std::string* path = nullptr;
+  std::string name = endpoint.address.substr(0, endpoint.address.find('?'));
+  absl::StatusOr<std::string> socket_path =
+      name.starts_with('/') ? absl::StatusOr<std::string>(name)
+                            : transport::shm::RendezvousPath(name, /*create_directory=*/false);
+  if (!socket_path.ok() || path) return;
+  path = new std::string(*std::move(socket_path));
+  SetServerCleanup([] { ::unlink(path->c_str()); });
+}
+
 class CourierSystem final : public System {
  public:
   std::string_view name() const override { return "courier"; }
@@ -118,21 +152,31 @@ class CourierSystem final : public System {
     std::vector<std::string> schemes;
     for (const transport::TransportInfo& info : transport::BuiltInTransports()) {
       schemes.emplace_back(info.scheme);
+      for (const Variant& v : kVariants) {
+        if (v.scheme == info.scheme) schemes.emplace_back(v.name);
+      }
     }
     return schemes;
   }
 
   absl::Status Serve(std::string_view transport,
                      const std::function<void(const std::string&)>& ready) override {
-    absl::StatusOr<const transport::TransportInfo*> info = transport::FindTransport(transport);
+    const Variant* variant = FindVariant(transport);
+    absl::StatusOr<const transport::TransportInfo*> info =
+        transport::FindTransport(variant ? variant->scheme : transport);
     if (!info.ok()) return info.status();
     asio::io_context io(1);
     EchoServer echo;
     Server server(io.get_executor());
     if (absl::Status s = server.AddService(echo); !s.ok()) return s;
-    absl::StatusOr<Endpoint> endpoint = server.Listen((*info)->loopback_endpoint().ToString());
+    std::string options = variant ? "?" + std::string(variant->options) : "";
+    absl::StatusOr<Endpoint> endpoint =
+        server.Listen((*info)->loopback_endpoint().ToString() + options);
     if (!endpoint.ok()) return endpoint.status();
-    ready(endpoint->ToString());
+    if (endpoint->scheme == "shm") RemoveOnQuit(*endpoint);
+    // The client's URI carries the options too (the listener's own endpoint may drop them).
+    std::string uri = endpoint->ToString();
+    ready(uri.find('?') == std::string::npos ? uri + options : uri);
     io.run();
     return absl::InternalError("courier server: io_context ran out of work");
   }

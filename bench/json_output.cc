@@ -96,10 +96,10 @@ std::string RatioJson(const Ratio& r, const std::vector<int>& in_flight) {
 }
 
 std::string Target(const TargetCheck& t) {
-  return absl::StrCat("    {\"target\": ", Str(t.description), ", \"value\": ", Num(t.value),
-                      ", \"limit\": ", Num(t.limit), ", \"unit\": ", Str(t.unit),
-                      ", \"higher_is_better\": ", Bool(t.higher_is_better),
-                      ", \"verdict\": ", Str(t.verdict), "}");
+  return absl::StrCat(
+      "    {\"issue\": ", t.issue, ", \"target\": ", Str(t.description),
+      ", \"value\": ", Num(t.value), ", \"limit\": ", Num(t.limit), ", \"unit\": ", Str(t.unit),
+      ", \"higher_is_better\": ", Bool(t.higher_is_better), ", \"verdict\": ", Str(t.verdict), "}");
 }
 
 }  // namespace

@@ -39,7 +39,7 @@ int Usage() {
       "                     [--out-json PATH] [--out-svg PATH] [--latency-only] [--calls N]\n"
       "  --quick     all cases, short samples (under a minute)\n"
       "  --full      all cases, long samples (the default)\n"
-      "  --smoke     one transport per system, 64 B only (for the test suite)\n"
+      "  --smoke     unix, shm and shm-nospin only, 64 B only (for the test suite)\n"
       "  --no-pin    do not pin the server and client to different CPUs\n"
       "  --filter S  only cases whose key SYSTEM/TRANSPORT/PAYLOAD contains S,\n"
       "              e.g. courier/unix/64B, /tcp/, /1MiB\n"

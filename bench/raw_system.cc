@@ -2,7 +2,8 @@
 // 4-byte little-endian length and that many bytes; the server echoes every complete message it
 // has read with one blocking write. Clients use blocking read/write for one call in flight and a
 // poll() loop on a non-blocking socket to keep N outstanding (blocking both ways would deadlock
-// once both socket buffers fill with large messages).
+// once both socket buffers fill with large messages). The shm transports ("shm", "shm-nospin")
+// are the same echo over the shm transport's rings, in raw_shm.cc.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -25,6 +26,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "bench/raw_shm.h"
 #include "bench/system.h"
 
 namespace courier::bench {
@@ -254,10 +256,13 @@ class RawClient final : public EchoClient {
 class RawSystem final : public System {
  public:
   std::string_view name() const override { return "raw"; }
-  std::vector<std::string> transports() const override { return {"unix", "tcp"}; }
+  std::vector<std::string> transports() const override {
+    return {"unix", "tcp", "shm", "shm-nospin"};
+  }
 
   absl::Status Serve(std::string_view transport,
                      const std::function<void(const std::string&)>& ready) override {
+    if (IsRawShmTransport(transport)) return ServeRawShm(transport, ready);
     Fd listener;
     std::string endpoint;
     if (transport == "unix") {
@@ -301,6 +306,7 @@ class RawSystem final : public System {
 
   absl::StatusOr<std::unique_ptr<EchoClient>> Connect(std::string_view transport,
                                                       const std::string& endpoint) override {
+    if (IsRawShmTransport(transport)) return ConnectRawShm(transport, endpoint);
     Fd fd;
     if (transport == "unix" && endpoint.starts_with("unix:@")) {
       std::string name = endpoint.substr(6);

@@ -76,6 +76,7 @@ std::vector<Ratio> ComputeRatios(const RunResult& run) {
 
 std::vector<TargetCheck> CheckTargets(const RunResult& run) {
   std::vector<TargetCheck> checks;
+  int issue = 8;
   auto add = [&](std::string description, std::optional<double> value, double limit,
                  std::string unit, bool higher_is_better) {
     std::string verdict = "n/a";
@@ -83,7 +84,11 @@ std::vector<TargetCheck> CheckTargets(const RunResult& run) {
       verdict = (higher_is_better ? *value >= limit : *value <= limit) ? "met" : "missed";
     }
     checks.push_back(
-        {std::move(description), value, limit, std::move(unit), higher_is_better, verdict});
+        {issue, std::move(description), value, limit, std::move(unit), higher_is_better, verdict});
+  };
+  auto report = [&](std::string description, std::optional<double> value, std::string unit) {
+    checks.push_back(
+        {issue, std::move(description), value, std::nullopt, std::move(unit), false, "reported"});
   };
   constexpr size_t kSmall = 64, kLarge = 1 << 20;
   const CaseResult* courier_unix = run.Find("courier", "unix", kSmall);
@@ -142,6 +147,43 @@ std::vector<TargetCheck> CheckTargets(const RunResult& run) {
     add(absl::StrCat("courier ", client ? "client" : "server",
                      " heap allocs per call <= 2 (unix 64 B, worst N)"),
         worst, 2.0, "allocs", false);
+  }
+
+  // Issue #9: shm://, against courier on unix and against its own floor.
+  issue = 9;
+  const CaseResult* courier_shm = run.Find("courier", "shm", kSmall);
+  add("courier p50 <= 2 us (shm 64 B)", P50(courier_shm), 2.0, "us", false);
+  add("courier p50 unix / shm >= 20x (64 B)", Divide(P50(courier_unix), P50(courier_shm)), 20.0,
+      "x", true);
+  add("courier p50 <= 1.20x raw (shm-nospin 64 B)",
+      Divide(P50(run.Find("courier", "shm-nospin", kSmall)),
+             P50(run.Find("raw", "shm-nospin", kSmall))),
+      1.20, "x", false);
+  add("courier calls/s @32 >= 1M (shm 64 B)", CallsPerSecond(courier_shm, 32), 1e6, "calls/s",
+      true);
+  add("courier calls/s @32 shm / unix >= 2x (1 MiB)",
+      Divide(CallsPerSecond(run.Find("courier", "shm", kLarge), 32),
+             CallsPerSecond(run.Find("courier", "unix", kLarge), 32)),
+      2.0, "x", true);
+  // CPU per call, each side: at one in flight from the latency sample, as in the case table.
+  for (const char* transport : {"shm", "shm-nospin"}) {
+    const CaseResult* c = run.Find("courier", transport, kSmall);
+    for (int n : {1, 32}) {
+      std::optional<CpuTimes> client, server;
+      if (c && n == 1 && c->latency) {
+        client = c->latency->client_cpu;
+        server = c->latency->server_cpu;
+      } else if (const ThroughputFigures* t = c ? c->AtInFlight(n) : nullptr; n != 1 && t) {
+        client = t->client_cpu;
+        server = t->server_cpu;
+      }
+      for (bool is_client : {true, false}) {
+        const std::optional<CpuTimes>& cpu = is_client ? client : server;
+        report(absl::StrCat("courier ", is_client ? "client" : "server", " CPU per call @", n, " (",
+                            transport, " 64 B)"),
+               cpu ? std::optional<double>(cpu->total()) : std::nullopt, "us");
+      }
+    }
   }
   return checks;
 }

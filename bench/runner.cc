@@ -202,7 +202,7 @@ Plan MakePlan(const std::string& mode) {
   // {payload, warm-up calls, latency calls, throughput warm-up s, throughput window s}
   if (mode == "smoke") {
     plan.payloads = {{64, 50, 300, 0.05, 0.2}};
-    plan.one_transport_per_system = true;
+    plan.only_transports = {"unix", "shm", "shm-nospin"};
   } else if (mode == "quick") {
     plan.payloads = {
         {64, 200, 2000, 0.1, 0.4}, {4096, 200, 2000, 0.1, 0.4}, {kMiB, 5, 50, 0.15, 0.5}};
@@ -232,9 +232,15 @@ std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& sys
       }
     }
   }
-  if (options.plan.one_transport_per_system && !transports.empty()) {
-    auto preferred = std::find(transports.begin(), transports.end(), "unix");
-    transports = {preferred != transports.end() ? *preferred : transports.front()};
+  if (!options.plan.only_transports.empty() && !transports.empty()) {
+    std::vector<std::string> kept;
+    for (const std::string& t : transports) {
+      if (std::find(options.plan.only_transports.begin(), options.plan.only_transports.end(), t) !=
+          options.plan.only_transports.end()) {
+        kept.push_back(t);
+      }
+    }
+    transports = kept.empty() ? std::vector<std::string>{transports.front()} : kept;
   }
   auto selected = [&](const System& system, const std::string& transport, size_t payload) {
     std::vector<std::string> own = system.transports();
@@ -263,7 +269,7 @@ std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& sys
         result.system = std::string(systems[i]->name());
         result.transport = transport;
         result.payload = payload.payload;
-        std::fprintf(stderr, "%-22s", CaseKey(result.system, transport, payload.payload).c_str());
+        std::fprintf(stderr, "%-24s", CaseKey(result.system, transport, payload.payload).c_str());
         if (!servers[i]->ok()) {
           result.error = servers[i]->status().ToString();
           std::fprintf(stderr, "  FAILED: %s\n", result.error.c_str());

@@ -24,7 +24,8 @@ struct Plan {
   std::string mode;  // "smoke", "quick", "full"
   std::vector<PayloadPlan> payloads;
   std::vector<int> in_flight;
-  bool one_transport_per_system = false;  // smoke: "unix" (or the first) only
+  // Smoke: only these transports, those that some system has (the first transport if none).
+  std::vector<std::string> only_transports;
   // A throughput window runs past measure_s until every in-flight slot has completed a call,
   // for slow cases (large messages, many in flight), but no longer than this.
   double max_window_s = 2;

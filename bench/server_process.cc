@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -43,6 +44,13 @@ void WriteLine(int fd, const std::string& line) {
   WriteAll(fd, text.data(), text.size());
 }
 
+std::atomic<void (*)()> server_cleanup{nullptr};
+
+[[noreturn]] void Quit() {
+  if (void (*cleanup)() = server_cleanup.load()) cleanup();
+  _exit(0);
+}
+
 // Server side: answers "cpu" and "allocs" until "quit" or EOF, then ends the process. Fixed
 // buffers only: the allocation count must not move because it was asked for.
 void ControlLoop() {
@@ -52,7 +60,7 @@ void ControlLoop() {
     if (used == sizeof(pending)) used = 0;  // an overlong line: drop it
     ssize_t n = read(STDIN_FILENO, pending + used, sizeof(pending) - used);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) _exit(0);
+    if (n <= 0) Quit();
     used += static_cast<size_t>(n);
     char* line = pending;
     char* end = pending + used;
@@ -73,7 +81,7 @@ void ControlLoop() {
                                         static_cast<unsigned long long>(*allocs))
                         : std::snprintf(reply, sizeof(reply), "allocs n/a\n");
       } else if (command == "quit") {
-        _exit(0);
+        Quit();
       }
       if (length > 0) WriteAll(STDOUT_FILENO, reply, static_cast<size_t>(length));
     }
@@ -198,6 +206,8 @@ absl::StatusOr<std::string> ServerProcess::ReadLine(std::string_view keyword, in
     buffered_.append(chunk, static_cast<size_t>(n));
   }
 }
+
+void SetServerCleanup(void (*cleanup)()) { server_cleanup.store(cleanup); }
 
 int ServeMain(System& system, std::string_view transport, int pin_cpu) {
   signal(SIGPIPE, SIG_IGN);

@@ -63,4 +63,8 @@ class ServerProcess {
 // calls'), and serves `transport` until told to quit. Returns the process exit status on failure.
 int ServeMain(System& system, std::string_view transport, int pin_cpu);
 
+// Server side: `cleanup` runs when the driver says quit (or closes the pipe), just before the
+// process ends with _exit (no destructors run), e.g. to remove the listener's socket file.
+void SetServerCleanup(void (*cleanup)());
+
 }  // namespace courier::bench

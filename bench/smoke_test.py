@@ -3,8 +3,8 @@
 
 Usage: smoke_test.py PATH/TO/courier-bench
 Checks the exit status, the table on stdout, that the JSON parses and holds positive figures for
-every case (and allocation counts, when the build counts them), and that the SVG is an <svg>
-document. gRPC and Cap'n Proto may each be present or absent, as long as the output says which.
+every case (and allocation counts, when the build counts them), that raw and courier also ran
+over shm:// (spinning and not), and that the SVG is an <svg> document. gRPC and Cap'n Proto may each be present or absent, as long as the output says which.
 No timing assertions: figures only need to be positive numbers.
 """
 import json
@@ -39,7 +39,7 @@ def main():
         if run.returncode != 0:
             fail(f"courier-bench --smoke exited {run.returncode}", output)
         for needle in ("gRPC: ", "Cap'n Proto: ", "heap allocations: ", "p50 us", "allocs@1",
-                       "courier/raw", "Targets"):
+                       "courier/raw", "Targets from issue #8", "Targets from issue #9"):
             if needle not in run.stdout:
                 fail(f"stdout lacks {needle!r}", output)
 
@@ -91,10 +91,17 @@ def main():
                     if t[key] < 0:
                         fail(f"{name}: negative {key}")
                 check_allocs(t, f"{name} throughput@{t['in_flight']}")
+        ran = {(r["system"], r["transport"]) for r in data["results"]}
+        for case in [(system, transport) for system in ("raw", "courier")
+                     for transport in ("unix", "shm", "shm-nospin")]:
+            if case not in ran:
+                fail(f"no {case[0]}/{case[1]} case in the JSON (ran {sorted(ran)})")
         if not any(r["ratio"] == "courier/raw" for r in data["ratios"]):
             fail("no courier/raw ratio in the JSON")
-        if not data["targets"] or any(t["verdict"] not in ("met", "missed", "n/a")
-                                      for t in data["targets"]):
+        if not data["targets"] or any(
+                t["verdict"] not in ("met", "missed", "n/a", "reported") or
+                t["issue"] not in (8, 9) or (t["verdict"] == "reported") != (t["limit"] is None)
+                for t in data["targets"]):
             fail(f"targets are malformed: {data['targets']}")
 
         with open(svg_path) as f:

@@ -97,15 +97,6 @@ std::span<const asio::const_buffer> FramedConnection::GatherWrite(std::span<cons
   return buffers_;
 }
 
-void SkipWritten(std::vector<asio::const_buffer>& buffers, size_t written) {
-  size_t first = 0;
-  while (first < buffers.size() && written >= buffers[first].size()) {
-    written -= buffers[first++].size();
-  }
-  buffers.erase(buffers.begin(), buffers.begin() + static_cast<std::ptrdiff_t>(first));
-  if (written > 0) buffers[0] += written;
-}
-
 asio::awaitable<absl::Status> FramedConnection::WriteFrames(std::span<const Frame> frames) {
   const size_t step = traits_.message_boundaries ? 1 : frames.size();
   for (size_t i = 0; i < frames.size(); i += step) {

@@ -24,9 +24,6 @@
 
 namespace courier::transport {
 
-// `buffers` without their first `written` bytes (what a partial write took).
-void SkipWritten(std::vector<asio::const_buffer>& buffers, size_t written);
-
 class FramedConnection {
  public:
   explicit FramedConnection(std::unique_ptr<Connection> connection, FrameLimits limits = {});

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "transport/status.h"
+#include "transport/shm/shm_transport.h"
 #include "transport/tcp/tcp_transport.h"
 #include "transport/uds/uds_transport.h"
 
@@ -13,6 +14,7 @@ const TransportInfo kBuiltInTransports[] = {
     // scheme  factory              fresh same-host endpoint
     {"tcp", &tcp::NewTransport, &tcp::LoopbackEndpoint},   // tcp://127.0.0.1:0
     {"unix", &uds::NewTransport, &uds::LoopbackEndpoint},  // unix:@courier-<pid>-<n>
+    {"shm", &shm::NewTransport, &shm::LoopbackEndpoint},   // shm://courier-<pid>-<n>
 };
 
 }  // namespace

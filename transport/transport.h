@@ -10,6 +10,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -106,6 +107,16 @@ class Listener {
   // Idempotent; stops listening (and removes what Listen created, e.g. a socket file).
   virtual void Close() = 0;
 };
+
+// `buffers` without their first `written` bytes (what a partial write took).
+inline void SkipWritten(std::vector<asio::const_buffer>& buffers, size_t written) {
+  size_t first = 0;
+  while (first < buffers.size() && written >= buffers[first].size()) {
+    written -= buffers[first++].size();
+  }
+  buffers.erase(buffers.begin(), buffers.begin() + static_cast<std::ptrdiff_t>(first));
+  if (written > 0) buffers[0] += written;
+}
 
 // One per scheme, made by the registry for an executor.
 class Transport {

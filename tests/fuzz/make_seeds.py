@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the fuzz targets: corpus/frame_decoder/, corpus/endpoint/ and
-corpus/session/.
+"""Writes the seed corpora of the fuzz targets: corpus/frame_decoder/, corpus/endpoint/,
+corpus/session/ and corpus/shm_ring/.
 
 A frame_decoder input is one mode byte (see frame_decoder_fuzz.cc) and then the byte stream; a
 session input is one mode byte (see session_fuzz.cc) and then what a client sends the server.
 Hand-encoded here (no protobuf module needed); the request and response are PROTOCOL.md's worked
-example. Re-run after changing the wire format: python3 tests/fuzz/make_seeds.py
+example. A shm_ring input is a ring setup and then operations (see shm_ring_fuzz.cc). Re-run after changing the wire format: python3 tests/fuzz/make_seeds.py
 """
 import os
 import struct
@@ -197,6 +197,93 @@ ENDPOINT_SEEDS = [
     'shm://svc', 'tcp://::1:7000', 'tcp://h:99999', 'http://x:1', 'unix:@', '',
 ]
 
+# shm_ring: capacity byte (4 KiB << n), setup byte (bit 0: hostile control block), fill, ops.
+RING_4K, RING_64K = 0, 4
+PAD, DATA = 2, 1
+
+
+def ring(capacity=RING_4K, setup=0, fill=b''):
+    return bytes([capacity, setup, len(fill)]) + fill
+
+
+def r_write(size, split=0, fill=b''):
+    return bytes([0]) + struct.pack('<HBB', size, split, len(fill)) + fill
+
+
+def r_read(size):
+    return bytes([1]) + struct.pack('<H', size)
+
+
+def r_read_small(size):
+    return bytes([2, size])
+
+
+def r_poke_tail(value, relative=False):
+    return (bytes([3, 1]) + struct.pack('<i', value) if relative
+            else bytes([3, 0]) + struct.pack('<Q', value))
+
+
+def r_poke_head(value, relative=False):
+    return (bytes([4, 1]) + struct.pack('<i', value) if relative
+            else bytes([4, 0]) + struct.pack('<Q', value))
+
+
+def r_poke_flag(producer, value):
+    return bytes([5, 1 if producer else 0]) + struct.pack('<I', value)
+
+
+def r_poke_bytes(offset, data):
+    return bytes([6]) + struct.pack('<HB', offset, len(data)) + data
+
+
+def r_poke_header(offset, length, kind):
+    return bytes([7]) + struct.pack('<HIB', offset, length, kind)
+
+
+(R_SLEEP, R_WAKE, W_SLEEP, W_WAKE, HAS_DATA, HAS_SPACE, TAKE_CONSUMER,
+ TAKE_PRODUCER) = (bytes([i]) for i in range(8, 16))
+# Both counters at 4 KiB - 64 (64 bytes before the end of a 4 KiB ring).
+NEAR_END = r_write(2040) + r_read(2040) + r_write(1976) + r_read(1976)
+
+RING_SEEDS = {
+    'round_trip': ring() + r_write(10) + r_read(10) + r_write(100, 0x5A) + r_read_small(50) +
+                  r_read(100) + HAS_DATA + HAS_SPACE,
+    'wrap_around': ring(fill=b'\xee' * 8) + b''.join(
+        r_write(1000 + 37 * i, i * 17 & 0xFF, bytes([i, i + 1, i + 2])) + r_read(900 + 13 * i)
+        for i in range(30)) + r_read(4096),
+    'fragments_64k': ring(RING_64K) + r_write(65535, 0x37) + r_read(30000) + r_write(65535) +
+                     r_read(65535) + r_read(65535) + HAS_SPACE,
+    'partial_reads': ring() + r_write(100) + r_read_small(1) * 10 + r_write(30) + r_read(100),
+    'pad_at_end': ring() + r_write(2040) + r_read(2040) + r_write(2032) + r_read(2032) +
+                  r_write(10) + r_read(10),
+    'full_ring': ring() + r_write(5000) + HAS_SPACE + r_write(10) + r_read_small(10) +
+                 HAS_SPACE + r_read(2100) + HAS_SPACE + r_write(3000),
+    'sleep': ring() + R_SLEEP + r_write(5) + TAKE_CONSUMER + TAKE_CONSUMER + r_read(5) +
+             R_SLEEP + R_WAKE + r_write(9000) + W_SLEEP + r_read(3000) + TAKE_PRODUCER +
+             W_WAKE + W_SLEEP + TAKE_PRODUCER,
+    'hostile_start': ring(setup=1, fill=bytes(range(7, 39))) + r_read(100) + r_write(10) +
+                     R_SLEEP + W_SLEEP,
+    'tail_behind_head': ring() + r_write(100) + r_read(100) + r_poke_tail(-8, True) +
+                        r_read(100) + r_read(1),
+    'tail_far_ahead': ring() + r_write(8) + r_poke_tail(1 << 40) + HAS_DATA + r_read(100),
+    'unknown_kind': ring() + r_write(5) + r_poke_header(0, 5, 3) + r_read(5),
+    'empty_record': ring() + r_write(5) + r_poke_header(0, 0, DATA) + r_read(5),
+    'length_past_tail': ring() + r_write(5) + r_poke_header(0, 0xFFFFFFF9, DATA) + r_read(5),
+    'record_crosses_end': ring() + NEAR_END + r_write(5) + r_poke_tail(256, True) +
+                          r_poke_header(4032, 100, DATA) + r_read(300),
+    'bad_pad': ring() + NEAR_END + r_write(100) + r_poke_header(4032, 48, PAD) + r_read(300),
+    'pad_past_tail': ring() + NEAR_END + r_write(100) + r_poke_header(4032, 56, PAD) +
+                     r_poke_tail(4064) + r_read(300),
+    'head_backwards': ring() + r_write(100) + r_read(100) + r_write(5) +
+                      r_poke_head(-8, True) + r_write(5) + HAS_SPACE + r_write(5),
+    'head_past_tail': ring() + r_write(5) + r_poke_head(1000) + W_SLEEP + r_write(5),
+    'flag_pokes': ring() + r_poke_flag(False, 0xDEADBEEF) + r_write(5) + TAKE_CONSUMER +
+                  r_poke_flag(True, 7) + r_read(5) + TAKE_PRODUCER,
+    'payload_poked_mid_record': ring() + r_write(200) + r_read_small(20) +
+                                r_poke_bytes(8, b'\x01\x02' * 8) + r_read(300) + r_write(50) +
+                                r_read(50),
+}
+
 
 def write(directory, name, data):
     os.makedirs(directory, exist_ok=True)
@@ -211,6 +298,8 @@ def main():
         write(os.path.join(HERE, 'corpus', 'endpoint'), 'seed_%02d' % i, uri.encode())
     for name, data in SESSION_SEEDS.items():
         write(os.path.join(HERE, 'corpus', 'session'), name, data)
+    for name, data in RING_SEEDS.items():
+        write(os.path.join(HERE, 'corpus', 'shm_ring'), name, data)
 
 
 if __name__ == '__main__':

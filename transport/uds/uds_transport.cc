@@ -24,23 +24,18 @@
 #include "absl/strings/str_split.h"
 #include "asio/error.hpp"
 #include "asio/local/stream_protocol.hpp"
-#include "asio/steady_timer.hpp"
 #include "transport/internal/socket_connection.h"
+#include "transport/internal/unix_socket.h"
 #include "transport/status.h"
 
 namespace courier::transport::uds {
 namespace {
 
 using asio::local::stream_protocol;
-using internal::use_nothrow;
 
 // sun_path holds 108 bytes; Asio keeps one for a terminating NUL, for paths and abstract names.
 constexpr size_t kMaxSunPath = sizeof(sockaddr_un::sun_path) - 1;
 constexpr mode_t kDefaultMode = 0600;
-// A connect to a listener whose backlog is full fails with EAGAIN: retry with these waits.
-constexpr std::chrono::milliseconds kFirstBacklogRetry{1};
-constexpr std::chrono::milliseconds kMaxBacklogRetry{50};
-constexpr std::chrono::seconds kBacklogGiveUp{2};
 
 // An Endpoint::address: "/abs/path", "rel/path" or "@abstract", then an optional "?key=value&…"
 // query. The query is for Listen ("mode", octal permissions of the socket file); Connect checks
@@ -107,62 +102,12 @@ absl::StatusOr<UdsAddress> ParseAddress(std::string_view address) {
   return out;
 }
 
-absl::Status ErrnoStatus(int error, std::string_view what) {
-  return ToStatus(asio::error_code(error, asio::system_category()), what);
-}
-
-// Identifies the socket file a listener created, so that Close() removes that file and not one
-// that replaced it.
-struct FileId {
-  dev_t dev = 0;
-  ino_t ino = 0;
-  friend bool operator==(const FileId&, const FileId&) = default;
-};
-
-std::optional<FileId> SocketFileId(const std::string& path) {
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return std::nullopt;
-  return FileId{st.st_dev, st.st_ino};
-}
-
-void UnlinkIfSame(const std::string& path, const FileId& id) {
-  if (SocketFileId(path) == id) ::unlink(path.c_str());
-}
-
-// Connects `socket` (opened here) to `endpoint` now. A UNIX stream connect never returns
-// EINPROGRESS: it completes at once, or fails (EAGAIN when the listener's backlog is full, on
-// a non-blocking socket). Asio's async_connect would instead wait for writability and then
-// report nonsense (ENOBUFS, or success on a socket that is not connected), so we call connect().
-asio::error_code ConnectNow(stream_protocol::socket& socket,
-                            const stream_protocol::endpoint& endpoint) {
-  asio::error_code ec;
-  if (socket.open(stream_protocol(), ec); ec) return ec;
-  if (socket.non_blocking(true, ec); ec) return ec;
-  int result;
-  do {
-    result = ::connect(socket.native_handle(), endpoint.data(), endpoint.size());
-  } while (result != 0 && errno == EINTR);
-  if (result != 0) return asio::error_code(errno, asio::system_category());
-  socket.non_blocking(false, ec);
-  return ec;
-}
-
-// 0 if a server accepts on `endpoint`, else the errno of a non-blocking connect to it
-// (ECONNREFUSED: a stale socket file nobody listens on; EAGAIN: a live server, backlog full).
-int ProbeConnect(const stream_protocol::endpoint& endpoint) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return errno;
-  int result = ::connect(fd, endpoint.data(), endpoint.size()) == 0 ? 0 : errno;
-  ::close(fd);
-  return result;
-}
-
 class UdsListener final : public Listener {
  public:
   // `socket_file`: the path and identity of the file to remove on Close() (if that path still
   // names it); nullopt for an abstract name.
   UdsListener(stream_protocol::acceptor acceptor, Endpoint local_endpoint,
-              std::optional<std::pair<std::string, FileId>> socket_file)
+              std::optional<std::pair<std::string, internal::FileId>> socket_file)
       : local_endpoint_(std::move(local_endpoint)),
         acceptor_(std::move(acceptor), absl::StrCat("unix accept on ", local_endpoint_.address)),
         socket_file_(std::move(socket_file)) {}
@@ -176,7 +121,7 @@ class UdsListener final : public Listener {
 
   // Removes the socket file first, so that a new server can take the path at once.
   void Close() override {
-    if (socket_file_) UnlinkIfSame(socket_file_->first, socket_file_->second);
+    if (socket_file_) internal::UnlinkIfSame(socket_file_->first, socket_file_->second);
     socket_file_.reset();
     acceptor_.Close();
   }
@@ -184,115 +129,41 @@ class UdsListener final : public Listener {
  private:
   Endpoint local_endpoint_;
   internal::SocketAcceptor<stream_protocol> acceptor_;
-  std::optional<std::pair<std::string, FileId>> socket_file_;
+  std::optional<std::pair<std::string, internal::FileId>> socket_file_;
 };
 
 class UdsTransport final : public Transport {
  public:
   explicit UdsTransport(asio::any_io_executor executor) : executor_(std::move(executor)) {}
 
-  // Retries while the listener's backlog is full (waits of 1 ms doubling to 50 ms, for up to
-  // 2 s), then kUnavailable. ENOENT and ECONNREFUSED (nobody listens) are kUnavailable at once.
+  // A full backlog is retried (internal::ConnectUnix); nobody listening is kUnavailable.
   asio::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Connect(Endpoint to) override {
     std::string what = absl::StrCat("unix connect ", to.address);
     absl::StatusOr<UdsAddress> address = ParseAddress(to.address);
     if (!address.ok()) co_return address.status();
-    stream_protocol::endpoint endpoint(address->sun_path);
-    asio::steady_timer timer(executor_);
-    std::chrono::milliseconds delay = kFirstBacklogRetry;
-    auto give_up = std::chrono::steady_clock::now() + kBacklogGiveUp;
-    for (;;) {
-      stream_protocol::socket socket(executor_);
-      asio::error_code ec = ConnectNow(socket, endpoint);
-      if (!ec) {
-        co_return std::unique_ptr<Connection>(
-            std::make_unique<internal::SocketConnection<stream_protocol>>(std::move(socket)));
-      }
-      if (ec != asio::error::would_block) co_return ToStatus(ec, what);
-      if (std::chrono::steady_clock::now() + delay > give_up) {
-        co_return absl::UnavailableError(absl::StrCat(
-            what, ": the listener's backlog stayed full for ", kBacklogGiveUp.count(), " s"));
-      }
-      timer.expires_after(delay);
-      auto [wait_ec] = co_await timer.async_wait(use_nothrow);
-      if (wait_ec) co_return ToStatus(wait_ec, what);
-      delay = std::min(delay * 2, kMaxBacklogRetry);
-    }
+    absl::StatusOr<stream_protocol::socket> socket = co_await internal::ConnectUnix(
+        executor_, stream_protocol::endpoint(address->sun_path), std::move(what));
+    if (!socket.ok()) co_return socket.status();
+    co_return std::unique_ptr<Connection>(
+        std::make_unique<internal::SocketConnection<stream_protocol>>(*std::move(socket)));
   }
 
   absl::StatusOr<std::unique_ptr<Listener>> Listen(const Endpoint& at) override {
     std::string what = absl::StrCat("unix listen ", at.address);
     absl::StatusOr<UdsAddress> address = ParseAddress(at.address);
     if (!address.ok()) return address.status();
-    stream_protocol::endpoint endpoint(address->sun_path);
     stream_protocol::acceptor acceptor(executor_);
-    asio::error_code ec;
-    if (acceptor.open(stream_protocol(), ec); ec) return ToStatus(ec, what);
-    internal::SetCloseOnExec(acceptor.native_handle());
-    if (absl::Status bound = Bind(acceptor, endpoint, *address, what); !bound.ok()) return bound;
-
-    std::optional<std::pair<std::string, FileId>> socket_file;
-    if (!address->abstract) {
-      const std::string& path = address->name;
-      std::optional<FileId> id = SocketFileId(path);
-      if (!id) return absl::InternalError(absl::StrCat(what, ": socket file gone after bind"));
-      socket_file.emplace(path, *id);
-      // Before listen(): until then every connect is refused, so nobody gets in while the file
-      // has the umask's (possibly wider) mode.
-      if (::chmod(path.c_str(), address->mode) != 0) {
-        absl::Status status = ErrnoStatus(errno, absl::StrCat(what, ": chmod"));
-        UnlinkIfSame(path, *id);
-        return status;
-      }
-    }
-    if (acceptor.listen(stream_protocol::acceptor::max_listen_connections, ec); ec) {
-      if (socket_file) UnlinkIfSame(socket_file->first, socket_file->second);
-      return ToStatus(ec, what);
-    }
+    absl::StatusOr<std::optional<internal::FileId>> file =
+        internal::ListenUnix(acceptor, stream_protocol::endpoint(address->sun_path),
+                             address->abstract ? nullptr : &address->name, address->mode, what);
+    if (!file.ok()) return file.status();
+    std::optional<std::pair<std::string, internal::FileId>> socket_file;
+    if (*file) socket_file.emplace(address->name, **file);
     return std::make_unique<UdsListener>(std::move(acceptor), Endpoint{"unix", address->name},
                                          std::move(socket_file));
   }
 
  private:
-  // Binds `acceptor`. When the path is taken: a file that is not a socket, or a socket that a
-  // server answers on, is kAlreadyExists and left alone; a socket nobody answers on (a crashed
-  // server's) is removed and the bind retried once.
-  static absl::Status Bind(stream_protocol::acceptor& acceptor,
-                           const stream_protocol::endpoint& endpoint, const UdsAddress& address,
-                           const std::string& what) {
-    asio::error_code ec;
-    acceptor.bind(endpoint, ec);
-    if (ec == asio::error::address_in_use && !address.abstract) {
-      const std::string& path = address.name;
-      struct stat st;
-      if (::lstat(path.c_str(), &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-          return absl::AlreadyExistsError(
-              absl::StrCat(what, ": ", path, " exists and is not a socket"));
-        }
-        if (int probe = ProbeConnect(endpoint); probe != ECONNREFUSED) {
-          return absl::AlreadyExistsError(
-              probe == 0 || probe == EAGAIN
-                  ? absl::StrCat(what, ": a server is already listening on ", path)
-                  : absl::StrCat(what, ": ", path, " is in use (",
-                                 asio::error_code(probe, asio::system_category()).message(), ")"));
-        }
-        UnlinkIfSame(path, FileId{st.st_dev, st.st_ino});
-      }
-      acceptor.bind(endpoint, ec);
-    }
-    if (!ec) return absl::OkStatus();
-    if (ec == asio::error::address_in_use) {
-      return absl::AlreadyExistsError(absl::StrCat(what, ": ", ec.message()));
-    }
-    // ToStatus reads ENOENT as "nobody listens there", a connect error; here it means the
-    // directory is missing.
-    if (ec.value() == ENOENT && ec.category() == asio::system_category()) {
-      return absl::NotFoundError(absl::StrCat(what, ": ", ec.message()));
-    }
-    return ToStatus(ec, what);
-  }
-
   asio::any_io_executor executor_;
 };
 

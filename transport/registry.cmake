@@ -1,0 +1,9 @@
+# The transports this build has, as source files; transport/registry.cc is the table that maps a
+# scheme to each. Adding a transport adds its folder here and its row there, and nothing else.
+set(COURIER_TRANSPORT_SRCS
+  transport/internal/unix_socket.cc
+  transport/tcp/tcp_transport.cc
+  transport/uds/uds_transport.cc
+  transport/shm/ring.cc
+  transport/shm/segment.cc
+  transport/shm/shm_transport.cc)
