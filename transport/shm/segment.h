@@ -98,6 +98,12 @@ class Segment {
   // The eventfd the server sleeps on (the client rings it), and the one the client sleeps on.
   int server_bell() const { return server_bell_.get(); }
   int client_bell() const { return client_bell_.get(); }
+  // Once the handshake is done a side needs neither the memfd (the mapping stays) nor its own
+  // bell in the segment (its reactor takes it): a connection then holds three descriptors, the
+  // rendezvous socket and the two bells.
+  void CloseMemfd() { memfd_ = UniqueFd(); }
+  UniqueFd TakeServerBell() { return std::move(server_bell_); }
+  UniqueFd TakeClientBell() { return std::move(client_bell_); }
 
  private:
   Segment() = default;

@@ -163,13 +163,11 @@ class Core : public std::enable_shared_from_this<Core> {
         socket_(std::move(socket)),
         spin_(spin),
         peer_(std::move(peer)) {
-    int my_bell = is_server ? segment_.server_bell() : segment_.client_bell();
-    int fd = ::fcntl(my_bell, F_DUPFD_CLOEXEC, 0);
-    if (fd >= 0) {
-      asio::error_code ec;
-      bell_.assign(fd, ec);
-      if (ec) ::close(fd);
-    }
+    segment_.CloseMemfd();
+    UniqueFd my_bell = is_server ? segment_.TakeServerBell() : segment_.TakeClientBell();
+    asio::error_code ec;
+    bell_.assign(my_bell.get(), ec);
+    if (!ec) my_bell.release();
     internal::SetCloseOnExec(socket_.native_handle());
   }
 
@@ -350,7 +348,8 @@ class Core : public std::enable_shared_from_this<Core> {
   void Wait() {
     if (spin_.count() > 0) {
       spin_until_ = Clock::now() + spin_;
-      if (!spin_posted_) {
+      // Inside a slice (a handler it ran started this wait) the slice goes on polling.
+      if (!spin_posted_ && !in_slice_) {
         spin_posted_ = true;
         asio::post(executor_, [self = shared_from_this()] { self->SpinSlice(); });
       }
@@ -364,16 +363,28 @@ class Core : public std::enable_shared_from_this<Core> {
            (write_pending_ && writer_.HasSpace());
   }
 
+  // Polls the rings for up to kSpinSlice, completing what becomes ready, and keeps polling when
+  // the handlers it ran start new waits: a conversation with a busy peer runs here without a
+  // trip through the reactor (no system call) until the slice ends. Then the reactor serves
+  // everything else once, and the next slice follows, until the spin budget of the last wait
+  // runs out and the connection sleeps on its doorbell.
   void SpinSlice() {
     spin_posted_ = false;
     if (!Waiting()) return;
-    const Clock::time_point now = Clock::now();
-    const Clock::time_point slice_end = std::min(now + kSpinSlice, spin_until_);
-    for (unsigned i = 1; !Ready(); ++i) {
-      CpuRelax();
-      if (i % 64 == 0 && Clock::now() >= slice_end) break;
+    const Clock::time_point slice_end = std::min(Clock::now() + kSpinSlice, spin_until_);
+    in_slice_ = true;
+    bool slice_over = false;
+    while (Waiting() && !slice_over) {
+      for (unsigned i = 1; !Ready(); ++i) {
+        CpuRelax();
+        if (i % 16 == 0 && Clock::now() >= slice_end) {
+          slice_over = true;
+          break;
+        }
+      }
+      if (!slice_over) Pump();
     }
-    Pump();
+    in_slice_ = false;
     if (!Waiting()) return;
     if (Clock::now() < spin_until_) {
       spin_posted_ = true;
@@ -456,6 +467,7 @@ class Core : public std::enable_shared_from_this<Core> {
   bool read_pending_ = false;
   bool write_pending_ = false;
   bool spin_posted_ = false;
+  bool in_slice_ = false;
   bool bell_pending_ = false;
   bool peer_ended_ = false;  // the rendezvous socket ended (or said kBye)
   bool peer_clean_ = false;  // ... with kBye first
