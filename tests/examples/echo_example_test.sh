@@ -17,14 +17,18 @@ fail() {
   exit 1
 }
 
-"$server_bin" --listen "unix://$dir/echo.sock" --listen tcp://127.0.0.1:0 >"$dir/out" 2>&1 &
+# shm:// names a socket in the per-user rendezvous directory, so the name carries our pid.
+shm_name="courier-example-$$"
+"$server_bin" --listen "unix://$dir/echo.sock" --listen tcp://127.0.0.1:0 \
+  --listen "shm://$shm_name" >"$dir/out" 2>&1 &
 server=$!
 for _ in $(seq 200); do
-  [ "$(grep -c '^listening on' "$dir/out" || true)" -ge 2 ] && break
+  [ "$(grep -c '^listening on' "$dir/out" || true)" -ge 3 ] && break
   sleep 0.05
 done
 grep -qx "listening on unix://$dir/echo.sock" "$dir/out" || fail "no unix listening line: $(cat "$dir/out")"
 grep -Eqx 'listening on tcp://127\.0\.0\.1:[1-9][0-9]*' "$dir/out" || fail "no tcp line with a real port"
+grep -qx "listening on shm://$shm_name" "$dir/out" || fail "no shm listening line: $(cat "$dir/out")"
 
 for uri in $(sed -n 's/^listening on //p' "$dir/out"); do
   reply=$("$client_bin" --connect "$uri" "hello courier")
@@ -37,6 +41,10 @@ done
 
 if "$client_bin" --connect "unix://$dir/nobody.sock" x 2>"$dir/err"; then fail "call to nobody succeeded"; fi
 grep -q "^UNAVAILABLE: .*$dir/nobody.sock" "$dir/err" || fail "unexpected error: $(cat "$dir/err")"
+if "$client_bin" --connect "shm://$shm_name-nobody" x 2>"$dir/err"; then fail "shm call to nobody succeeded"; fi
+grep -q "^UNAVAILABLE: .*$shm_name-nobody" "$dir/err" || fail "unexpected shm error: $(cat "$dir/err")"
+if "$client_bin" --connect "shm://$shm_name?ring=3000" x 2>"$dir/err"; then fail "bad ring size succeeded"; fi
+grep -q "^INVALID_ARGUMENT: .*ring" "$dir/err" || fail "unexpected error: $(cat "$dir/err")"
 if "$client_bin" --connect "bogus://x" x 2>"$dir/err"; then fail "bogus scheme succeeded"; fi
 grep -q "^INVALID_ARGUMENT: " "$dir/err" || fail "unexpected error: $(cat "$dir/err")"
 
@@ -81,4 +89,7 @@ server=""
 [ "$status" -eq 0 ] || fail "server exited $status after SIGTERM"
 grep -qx "shut down" "$dir/out" || fail "no graceful shutdown line"
 [ ! -e "$dir/echo.sock" ] || fail "socket file left behind"
+for rendezvous in "${XDG_RUNTIME_DIR:-/nonexistent}/courier" "/tmp/courier-$(id -u)"; do
+  [ ! -e "$rendezvous/$shm_name.sock" ] || fail "shm socket file left behind in $rendezvous"
+done
 echo "echo example: all checks passed"

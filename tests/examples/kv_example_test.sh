@@ -8,9 +8,15 @@ echo_server=$3
 echo_callback=$4
 dir=$(mktemp -d)
 pids=()
+# shm:// names a socket in the per-user rendezvous directory, so the name carries our pid.
+shm_name="courier-example-kv-$$"
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   rm -rf "$dir"
+  # A SIGKILLed server cannot remove its shm socket file.
+  for rendezvous in "${XDG_RUNTIME_DIR:-/nonexistent}/courier" "/tmp/courier-$(id -u)"; do
+    rm -f "$rendezvous/$shm_name.sock"
+  done
 }
 trap cleanup EXIT
 fail() {
@@ -38,9 +44,11 @@ expect_error() {  # CODE ARGS... : kv_client must fail with status CODE
   grep -q "^$code: " "$dir/err" || fail "kv_client $*: want $code, got $(cat "$dir/err")"
 }
 
-"$kv_server" --listen "unix://$dir/kv.sock" --listen tcp://127.0.0.1:0 >"$dir/kv.out" 2>&1 &
+"$kv_server" --listen "unix://$dir/kv.sock" --listen tcp://127.0.0.1:0 --listen "shm://$shm_name" \
+  >"$dir/kv.out" 2>&1 &
 pids+=($!)
-wait_listening "$dir/kv.out" 2
+wait_listening "$dir/kv.out" 3
+grep -qx "listening on shm://$shm_name" "$dir/kv.out" || fail "no shm listening line: $(cat "$dir/kv.out")"
 for uri in $(sed -n 's/^listening on //p' "$dir/kv.out"); do
   expect OK put "$uri-a" 1
   expect 1 get "$uri-a"

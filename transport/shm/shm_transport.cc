@@ -548,14 +548,20 @@ std::string PeerAddress(const std::optional<PeerCredentials>& credentials) {
                       ",gid=", credentials->gid);
 }
 
+// `spin`: what the URI said, if it said anything. By default a connection polls before it sleeps
+// (kDefaultSpin) only when its peer is another process: a peer in this process may be served
+// by this very thread, which a poll would only keep waiting (ten microseconds per slice).
 std::unique_ptr<Connection> MakeConnection(asio::any_io_executor executor, Segment segment,
                                            bool is_server, stream_protocol::socket socket,
-                                           std::chrono::microseconds spin) {
+                                           std::optional<std::chrono::microseconds> spin) {
   PeerInfo peer;
   peer.credentials = internal::ReadPeerCredentials(socket.native_handle());
   peer.address = PeerAddress(peer.credentials);
+  const bool same_process = peer.credentials && peer.credentials->pid == ::getpid();
+  const std::chrono::microseconds chosen =
+      spin.value_or(same_process ? std::chrono::microseconds(0) : kDefaultSpin);
   auto core = std::make_shared<Core>(std::move(executor), std::move(segment), is_server,
-                                     std::move(socket), spin, std::move(peer));
+                                     std::move(socket), chosen, std::move(peer));
   return std::make_unique<ShmConnection>(std::move(core));
 }
 
@@ -594,7 +600,8 @@ struct ListenerState {
 class ShmListener final : public Listener {
  public:
   ShmListener(stream_protocol::acceptor acceptor, Endpoint local, std::string socket_path,
-              internal::FileId file, size_t ring_capacity, std::chrono::microseconds spin)
+              internal::FileId file, size_t ring_capacity,
+              std::optional<std::chrono::microseconds> spin)
       : executor_(acceptor.get_executor()),
         acceptor_(std::make_shared<stream_protocol::acceptor>(std::move(acceptor))),
         local_(std::move(local)),
@@ -739,7 +746,7 @@ class ShmListener final : public Listener {
   std::string socket_path_;
   internal::FileId file_;
   size_t ring_capacity_;
-  std::chrono::microseconds spin_;
+  std::optional<std::chrono::microseconds> spin_;
   std::shared_ptr<ListenerState> state_;
 };
 
@@ -815,7 +822,7 @@ class ShmTransport final : public Transport {
                                absl::StrCat(what, ": ", segment.status().message()));
       }
       co_return MakeConnection(executor_, *std::move(segment), /*is_server=*/false,
-                               std::move(socket), address->spin.value_or(kDefaultSpin));
+                               std::move(socket), address->spin);
     }
   }
 
@@ -830,10 +837,9 @@ class ShmTransport final : public Transport {
     if (!file.ok()) return file.status();
     if (!*file) return absl::InternalError(absl::StrCat(what, ": no socket file"));
     std::string name = address->name;
-    return std::make_unique<ShmListener>(std::move(acceptor), Endpoint{"shm", std::move(name)},
-                                         address->socket_path, **file,
-                                         address->ring_capacity.value_or(kDefaultRingCapacity),
-                                         address->spin.value_or(kDefaultSpin));
+    return std::make_unique<ShmListener>(
+        std::move(acceptor), Endpoint{"shm", std::move(name)}, address->socket_path, **file,
+        address->ring_capacity.value_or(kDefaultRingCapacity), address->spin);
   }
 
  private:

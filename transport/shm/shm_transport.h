@@ -10,7 +10,8 @@
 //                on a listener: what it gives and the most a client may ask for (default 1m);
 //                on a connect: what the client asks for (default: the server's choice)
 //   spin_us=N    how long a waiting side polls its ring before it sleeps on its eventfd (0: never
-//                poll; default kDefaultSpin)
+//                poll; default kDefaultSpin when the peer is another process, 0 when it is this
+//                one, whose reactor thread a poll could be holding up)
 // Only this user may connect: the socket file is 0600, the directory 0700, and the server also
 // checks the client's SO_PEERCRED uid. The connection is a reliable byte stream.
 #pragma once
