@@ -61,7 +61,7 @@ constexpr std::chrono::microseconds kSpinSlice{10};
 // are in progress per listener (more connections are closed at once, the client sees
 // kUnavailable).
 constexpr std::chrono::seconds kHandshakeTimeout{2};
-constexpr int kMaxHandshakes = 64;
+constexpr size_t kMaxHandshakes = 64;
 
 void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -186,7 +186,14 @@ class Core : public std::enable_shared_from_this<Core> {
     read_into_ = into;
     read_handler_ = std::move(done);
     read_pending_ = true;
-    // The common case, data already there: copy now, complete in the next turn.
+    // A polling connection lets its spin slice complete the read, data there or not: from inside
+    // a slice (the usual case: a handler the slice ran reads again) that costs nothing, and a
+    // new slice goes on polling for the next read after this one.
+    if (spin_.count() > 0) {
+      Wait();
+      return;
+    }
+    // Without polling, data already there is copied now and the read completes in the next turn.
     if (std::optional<absl::StatusOr<size_t>> result = TryRead()) {
       read_pending_ = false;
       Post(std::move(read_handler_), *std::move(result));
@@ -589,7 +596,7 @@ struct ListenerState {
   asio::steady_timer signal;                     // cancelled when `ready` grows or on Close
   bool closed = false;
   bool loop_running = false;
-  int handshakes = 0;
+  size_t handshakes = 0;
   ~ListenerState() {
     for (absl::StatusOr<Handshaken>& entry : ready) {
       if (entry.ok()) ::close(entry->socket_fd);
@@ -673,7 +680,9 @@ class ShmListener final : public Listener {
         co_await backoff.async_wait(use_nothrow);
         continue;
       }
-      if (state->handshakes >= kMaxHandshakes) continue;  // closes it: the client is refused
+      // Handshakes in progress and finished ones nobody accepted yet are bounded together;
+      // past that the socket is closed here and the client is refused.
+      if (state->handshakes + state->ready.size() >= kMaxHandshakes) continue;
       ++state->handshakes;
       asio::co_spawn(ex, Handshake(std::move(socket), state, ring_capacity), asio::detached);
     }
@@ -687,7 +696,16 @@ class ShmListener final : public Listener {
                                          size_t ring_capacity) {
     absl::StatusOr<Segment> segment = co_await ServeHandshake(socket, ring_capacity);
     --state->handshakes;
-    if (!segment.ok() || state->closed) co_return;  // closing the socket refuses the client
+    if (state->closed) co_return;
+    if (!segment.ok()) {
+      // Closing the socket refuses the client. Running out of descriptors or memory for its
+      // segment is the server's problem too: Accept reports it (the server logs and backs off).
+      if (segment.status().code() == absl::StatusCode::kResourceExhausted) {
+        state->ready.push_back(segment.status());
+        state->signal.cancel();
+      }
+      co_return;
+    }
     state->ready.push_back(Handshaken{socket.release(), *std::move(segment)});
     state->signal.cancel();
   }
