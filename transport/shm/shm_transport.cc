@@ -56,7 +56,7 @@ using internal::use_nothrow;
 constexpr std::byte kBye{0xB7};
 // How long one poll of the rings runs before it lets the reactor serve everything else (timers,
 // sockets, other connections) once; then it polls again until the spin budget is spent.
-constexpr std::chrono::microseconds kSpinSlice{10};
+constexpr std::chrono::microseconds kSpinSlice{25};
 // A client that connects and says nothing is dropped after this; at most this many handshakes
 // are in progress per listener (more connections are closed at once, the client sees
 // kUnavailable).
@@ -350,6 +350,7 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   bool Waiting() const { return !closed_ && (read_pending_ || write_pending_); }
+  bool Polling() const { return spin_posted_ || in_slice_; }
 
   // A read or write has to wait: poll for the spin budget, then sleep on the doorbell.
   void Wait() {
@@ -403,8 +404,13 @@ class Core : public std::enable_shared_from_this<Core> {
 
   // Announces that we sleep, re-checks, and waits for the doorbell; completes instead what the
   // re-check finds ready.
+  //
+  // A connection waits in one way at a time: a handler this runs may start a new wait that polls
+  // (a slice is then posted), and a side that announced sleep while it polls would have its
+  // peer ring the doorbell, a system call, on every message.
   void Sleep() {
     while (Waiting()) {
+      if (Polling()) return;
       bool ready = false;
       if (read_pending_ && !reader_.PrepareToSleep()) ready = true;
       if (write_pending_ && !writer_.PrepareToSleep()) ready = true;
@@ -428,7 +434,7 @@ class Core : public std::enable_shared_from_this<Core> {
                             self->reader_.StopSleeping();
                             self->writer_.StopSleeping();
                             self->Pump();
-                            if (self->Waiting()) self->Sleep();
+                            if (self->Waiting() && !self->Polling()) self->Sleep();
                           });
   }
 
@@ -557,7 +563,7 @@ std::string PeerAddress(const std::optional<PeerCredentials>& credentials) {
 
 // `spin`: what the URI said, if it said anything. By default a connection polls before it sleeps
 // (kDefaultSpin) only when its peer is another process: a peer in this process may be served
-// by this very thread, which a poll would only keep waiting (ten microseconds per slice).
+// by this very thread, which a poll would only keep waiting (a slice at a time).
 std::unique_ptr<Connection> MakeConnection(asio::any_io_executor executor, Segment segment,
                                            bool is_server, stream_protocol::socket socket,
                                            std::optional<std::chrono::microseconds> spin) {
