@@ -209,6 +209,11 @@ void Session::ProcessFrames() {
     if (!frame->has_value()) break;
     ++handled;
     if (!HandleFrame(**frame)) break;
+    if (handled % kFramesPerFlush == 0) {
+      corked_ = false;
+      Flush();
+      corked_ = true;
+    }
   }
   corked_ = false;
   if (closed_) return;

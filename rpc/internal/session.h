@@ -50,6 +50,11 @@ inline constexpr double kPingBurst = 100;
 inline constexpr double kPingsPerSecond = 10;
 // Frames handled in a row before the read loop lets other connections on its reactor run.
 inline constexpr int kFramesPerTurn = 64;
+// While a read's frames are handled, what they produced is written every this many frames, not
+// only at the end: the peer starts on the first answers while we work on the rest (measured: 32
+// calls in flight over shm:// went from about 0.25-0.55M to 0.65-0.84M calls/s, over unix:// from
+// about 0.2M to 0.5M; a write per 8 frames instead of one per read).
+inline constexpr int kFramesPerFlush = 8;
 // How long a close after flushing waits for the queued frames to be written before closing
 // hard anyway (a peer that does not read cannot hold a closing connection open).
 inline constexpr Clock::duration kFlushTimeout = std::chrono::seconds(1);
@@ -145,7 +150,8 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   // The read side, as completion handlers (no coroutine frame per read): StartRead issues one
   // read; OnRead takes its bytes; ProcessFrames handles every complete frame buffered, with
-  // writes corked so that what the frames produce goes out in one write at the end.
+  // writes corked so that what the frames produce goes out in one write per kFramesPerFlush
+  // frames and one at the end.
   void StartRead();
   void OnRead(absl::StatusOr<size_t> n);
   void ProcessFrames();
