@@ -98,14 +98,8 @@ class Side {
  public:
   Side(shm::Segment segment, bool is_server, shm::UniqueFd socket, std::chrono::microseconds spin)
       : segment_(std::move(segment)),
-        writer_(
-            is_server ? segment_.server_to_client_control() : segment_.client_to_server_control(),
-            is_server ? segment_.server_to_client_data() : segment_.client_to_server_data(),
-            segment_.ring_capacity()),
-        reader_(
-            is_server ? segment_.client_to_server_control() : segment_.server_to_client_control(),
-            is_server ? segment_.client_to_server_data() : segment_.server_to_client_data(),
-            segment_.ring_capacity()),
+        writer_(segment_.WriterFor(is_server)),
+        reader_(segment_.ReaderFor(is_server)),
         bell_(is_server ? segment_.server_bell() : segment_.client_bell()),
         peer_bell_(is_server ? segment_.client_bell() : segment_.server_bell()),
         socket_(std::move(socket)),

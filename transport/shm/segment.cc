@@ -346,6 +346,18 @@ std::byte* Segment::server_to_client_data() const {
   return base_ + kRingDataOffset + ring_capacity_;
 }
 
+RingWriter Segment::WriterFor(bool server_side) const {
+  return server_side
+             ? RingWriter(server_to_client_control(), server_to_client_data(), ring_capacity_)
+             : RingWriter(client_to_server_control(), client_to_server_data(), ring_capacity_);
+}
+
+RingReader Segment::ReaderFor(bool server_side) const {
+  return server_side
+             ? RingReader(client_to_server_control(), client_to_server_data(), ring_capacity_)
+             : RingReader(server_to_client_control(), server_to_client_data(), ring_capacity_);
+}
+
 void Ring(int bell) {
   const uint64_t one = 1;
   while (::write(bell, &one, sizeof(one)) < 0 && errno == EINTR) {

@@ -94,6 +94,9 @@ class Segment {
   RingControl* server_to_client_control() const;
   std::byte* client_to_server_data() const;
   std::byte* server_to_client_data() const;
+  // The ring one side writes (server→client for the server) and the one it reads.
+  RingWriter WriterFor(bool server_side) const;
+  RingReader ReaderFor(bool server_side) const;
   int memfd() const { return memfd_.get(); }
   // The eventfd the server sleeps on (the client rings it), and the one the client sleeps on.
   int server_bell() const { return server_bell_.get(); }

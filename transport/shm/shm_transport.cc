@@ -150,14 +150,8 @@ class Core : public std::enable_shared_from_this<Core> {
        stream_protocol::socket socket, std::chrono::microseconds spin, PeerInfo peer)
       : executor_(std::move(executor)),
         segment_(std::move(segment)),
-        writer_(
-            is_server ? segment_.server_to_client_control() : segment_.client_to_server_control(),
-            is_server ? segment_.server_to_client_data() : segment_.client_to_server_data(),
-            segment_.ring_capacity()),
-        reader_(
-            is_server ? segment_.client_to_server_control() : segment_.server_to_client_control(),
-            is_server ? segment_.client_to_server_data() : segment_.server_to_client_data(),
-            segment_.ring_capacity()),
+        writer_(segment_.WriterFor(is_server)),
+        reader_(segment_.ReaderFor(is_server)),
         peer_bell_(is_server ? segment_.client_bell() : segment_.server_bell()),
         bell_(executor_),
         socket_(std::move(socket)),
