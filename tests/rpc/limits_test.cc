@@ -4,6 +4,7 @@
 // backoff, wait_for_ready, and calls that let go of everything when they give up; and the wire
 // rules of PROTOCOL.md as a hostile peer meets them.
 #include <algorithm>
+#include <array>
 #include <memory>
 #include <string>
 #include <thread>
@@ -16,6 +17,7 @@
 #include "asio/ip/tcp.hpp"
 #include "asio/local/stream_protocol.hpp"
 #include "asio/steady_timer.hpp"
+#include "asio/write.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rpc/channel.h"
@@ -27,6 +29,7 @@
 #include "tests/testing/status_matchers.h"
 #include "transport/framed_connection.h"
 #include "transport/registry.h"
+#include "transport/shm/segment.h"
 
 namespace courier {
 namespace {
@@ -293,7 +296,8 @@ TEST_P(LimitsTest, RunningOutOfDescriptorsIsLoggedOncePerEpisode) {
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "sanitizer runtimes need descriptors of their own";
 #endif
-  if (GetParam().scheme != "tcp" && GetParam().scheme != "unix") {
+  const std::string scheme(GetParam().scheme);
+  if (scheme != "tcp" && scheme != "unix" && scheme != "shm") {
     GTEST_SKIP() << "connects with a raw socket of its own";
   }
   StartServer();
@@ -311,11 +315,22 @@ TEST_P(LimitsTest, RunningOutOfDescriptorsIsLoggedOncePerEpisode) {
       tcp_client->connect({asio::ip::make_address(address.substr(0, colon)),
                            static_cast<uint16_t>(std::stoi(address.substr(colon + 1)))},
                           ec);
-    } else {
+    } else if (scheme == "unix") {
       std::string name = endpoint_.address;
       if (!name.empty() && name[0] == '@') name[0] = '\0';
       unix_client.emplace(io_);
       unix_client->connect(asio::local::stream_protocol::endpoint(name), ec);
+    } else {
+      // shm://: its rendezvous socket, and the client's hello, so that the handshake can finish
+      // once descriptors are back.
+      absl::StatusOr<std::string> path = transport::shm::RendezvousPath(endpoint_.address, false);
+      ASSERT_TRUE(path.ok()) << path.status();
+      unix_client.emplace(io_);
+      unix_client->connect(asio::local::stream_protocol::endpoint(*path), ec);
+      if (!ec) {
+        std::array<std::byte, 16> hello = transport::shm::Encode(transport::shm::ClientHello{});
+        asio::write(*unix_client, asio::buffer(hello), ec);
+      }
     }
     ASSERT_FALSE(ec) << ec.message();
     for (int i = 0; i < 40; ++i) {

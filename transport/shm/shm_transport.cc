@@ -62,6 +62,9 @@ constexpr std::chrono::microseconds kSpinSlice{25};
 // kUnavailable).
 constexpr std::chrono::seconds kHandshakeTimeout{2};
 constexpr size_t kMaxHandshakes = 64;
+// accept() failing (out of descriptors) is retried after these waits, doubling.
+constexpr std::chrono::milliseconds kFirstAcceptRetry{10};
+constexpr std::chrono::milliseconds kMaxAcceptRetry{1000};
 
 void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -597,6 +600,13 @@ struct ListenerState {
   bool closed = false;
   bool loop_running = false;
   size_t handshakes = 0;
+  // Hands Accept an error, unless one is already waiting there: a long episode of running out
+  // of descriptors queues one error, not one per retry.
+  void Report(absl::Status error) {
+    if (!ready.empty() && !ready.back().ok()) return;
+    ready.push_back(std::move(error));
+    signal.cancel();
+  }
   ~ListenerState() {
     for (absl::StatusOr<Handshaken>& entry : ready) {
       if (entry.ok()) ::close(entry->socket_fd);
@@ -667,19 +677,20 @@ class ShmListener final : public Listener {
                                           size_t ring_capacity) {
     const asio::any_io_executor ex = acceptor->get_executor();
     asio::steady_timer backoff(ex);
+    std::chrono::milliseconds delay = kFirstAcceptRetry;
     while (!state->closed) {
       auto [ec, socket] = co_await acceptor->async_accept(use_nothrow);
       if (state->closed) break;
       if (ec == asio::error::connection_aborted) continue;
       if (ec) {
         // Out of descriptors or memory: tell Accept (the server logs it), wait, try again.
-        state->ready.push_back(
-            absl::ResourceExhaustedError(absl::StrCat("shm accept: ", ec.message())));
-        state->signal.cancel();
-        backoff.expires_after(std::chrono::milliseconds(10));
+        state->Report(absl::ResourceExhaustedError(absl::StrCat("shm accept: ", ec.message())));
+        backoff.expires_after(delay);
         co_await backoff.async_wait(use_nothrow);
+        delay = std::min(delay * 2, kMaxAcceptRetry);
         continue;
       }
+      delay = kFirstAcceptRetry;
       // Handshakes in progress and finished ones nobody accepted yet are bounded together;
       // past that the socket is closed here and the client is refused.
       if (state->handshakes + state->ready.size() >= kMaxHandshakes) continue;
@@ -701,8 +712,7 @@ class ShmListener final : public Listener {
       // Closing the socket refuses the client. Running out of descriptors or memory for its
       // segment is the server's problem too: Accept reports it (the server logs and backs off).
       if (segment.status().code() == absl::StatusCode::kResourceExhausted) {
-        state->ready.push_back(segment.status());
-        state->signal.cancel();
+        state->Report(segment.status());
       }
       co_return;
     }
