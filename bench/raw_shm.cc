@@ -38,10 +38,6 @@
 #include <utility>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 #include "absl/strings/str_cat.h"
 #include "asio/buffer.hpp"
 #include "transport/shm/ring.h"
@@ -60,14 +56,6 @@ constexpr char kEndpointPrefix[] = "unix:@";
 
 absl::Status Errno(std::string_view what) {
   return absl::ErrnoToStatus(errno, absl::StrCat("raw shm ", std::string(what)));
-}
-
-void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
 }
 
 std::chrono::microseconds SpinOf(std::string_view transport) {
@@ -158,7 +146,7 @@ class Side {
       do {
         for (int i = 0; i < 32; ++i) {
           if (ready()) return absl::OkStatus();
-          CpuRelax();
+          shm::CpuRelax();
         }
       } while (Clock::now() < until);
     }

@@ -2,8 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "transport/status.h"
 #include "transport/shm/shm_transport.h"
+#include "transport/status.h"
 #include "transport/tcp/tcp_transport.h"
 #include "transport/uds/uds_transport.h"
 

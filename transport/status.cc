@@ -7,6 +7,10 @@
 
 namespace courier::transport {
 
+absl::Status ErrnoStatus(int error, std::string_view what) {
+  return ToStatus(asio::error_code(error, asio::system_category()), what);
+}
+
 absl::Status ToStatus(const asio::error_code& ec, std::string_view what) {
   if (!ec) return absl::OkStatus();
   std::string message = absl::StrCat(AsAbsl(what), ": ", ec.message());

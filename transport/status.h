@@ -18,6 +18,9 @@ inline absl::string_view AsAbsl(std::string_view s) {
 // absl::ErrnoToStatus; other categories kUnknown. The message is "what: reason".
 absl::Status ToStatus(const asio::error_code& ec, std::string_view what);
 
+// ToStatus for a system call's errno.
+absl::Status ErrnoStatus(int error, std::string_view what);
+
 // Prefixes `context` to the message, keeping the code. OK stays OK.
 absl::Status Annotate(const absl::Status& status, std::string_view context);
 

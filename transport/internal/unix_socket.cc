@@ -139,8 +139,7 @@ absl::StatusOr<std::optional<FileId>> ListenUnix(stream_protocol::acceptor& acce
     // Before listen(): until then every connect is refused, so nobody gets in while the file
     // has the umask's (possibly wider) mode.
     if (::chmod(path->c_str(), mode) != 0) {
-      absl::Status status =
-          ToStatus(asio::error_code(errno, asio::system_category()), absl::StrCat(what, ": chmod"));
+      absl::Status status = ErrnoStatus(errno, absl::StrCat(what, ": chmod"));
       UnlinkIfSame(*path, *id);
       return status;
     }

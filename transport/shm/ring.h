@@ -45,6 +45,10 @@
 #include "absl/status/statusor.h"
 #include "asio/buffer.hpp"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace courier::transport::shm {
 
 inline constexpr size_t kCacheLine = 64;
@@ -65,6 +69,16 @@ struct RingControl {
 };
 static_assert(sizeof(RingControl) == 4 * kCacheLine);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
+
+// One step of a loop that polls a ring: tells the CPU that this is a spin (less power, and the
+// other hyperthread runs), as the transport and the bench's raw floor both poll.
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 
 // True if `capacity` is a power of two in [kMinRingCapacity, kMaxRingCapacity].
 bool IsValidRingCapacity(size_t capacity);

@@ -53,10 +53,6 @@ constexpr size_t kMaxFdsPerMessage = 253;
 constexpr size_t kMaxSunPath = sizeof(sockaddr_un::sun_path) - 1;
 constexpr size_t kMaxRendezvousName = 64;
 
-absl::Status ErrnoStatus(int error, std::string_view what) {
-  return ToStatus(asio::error_code(error, asio::system_category()), what);
-}
-
 // For allocations: running out of memory or descriptors is kResourceExhausted.
 absl::Status AllocationStatus(int error, std::string_view what) {
   if (error == ENOMEM || error == EMFILE || error == ENFILE) {

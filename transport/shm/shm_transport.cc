@@ -40,10 +40,6 @@
 #include "transport/shm/segment.h"
 #include "transport/status.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 namespace courier::transport::shm {
 namespace {
 
@@ -65,14 +61,6 @@ constexpr size_t kMaxHandshakes = 64;
 // accept() failing (out of descriptors) is retried after these waits, doubling.
 constexpr std::chrono::milliseconds kFirstAcceptRetry{10};
 constexpr std::chrono::milliseconds kMaxAcceptRetry{1000};
-
-void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
 
 // The parsed form of an Endpoint::address.
 struct ShmAddress {
@@ -135,10 +123,6 @@ absl::StatusOr<ShmAddress> ParseAddress(std::string_view address, bool create_di
     }
   }
   return out;
-}
-
-absl::Status ErrnoStatus(int error, std::string_view what) {
-  return ToStatus(asio::error_code(error, asio::system_category()), what);
 }
 
 // Everything a connection is, shared with the handlers it has in flight (a spin slice, the

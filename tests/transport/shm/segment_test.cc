@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/scoped_env.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/shm/ring.h"
 
@@ -96,25 +97,7 @@ class TempDir {
   std::string path_;
 };
 
-// Sets an environment variable for the scope, restoring the old value after.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    ::setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
+using ::courier::testing::ScopedEnv;
 
 // Binds a UNIX socket file at `path` with `mode`; the socket stays open while the result lives.
 UniqueFd BindSocket(const std::string& path, mode_t mode) {

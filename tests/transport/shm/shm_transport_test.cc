@@ -48,6 +48,7 @@
 #include "rpc/server.h"
 #include "rpc/service.h"
 #include "tests/rpc/test_service.h"
+#include "tests/testing/scoped_env.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/frame.h"
 #include "transport/registry.h"
@@ -1152,25 +1153,7 @@ TEST(ShmTransport, HandshakeRefusesBadDescriptors) {
 // The rendezvous directory and socket file: private to this user, refused otherwise, and
 // left clean.
 
-// Sets an environment variable for a scope, restoring the previous value (or its absence).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    ::setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
+using ::courier::testing::ScopedEnv;
 
 std::string MakeTempDir() {
   std::string templ = (std::filesystem::temp_directory_path() / "shm-test-XXXXXX").string();
