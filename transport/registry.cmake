@@ -1,6 +1,7 @@
 # The transports this build has, as source files; transport/registry.cc is the table that maps a
 # scheme to each. Adding a transport adds its folder here and its row there, and nothing else.
 set(COURIER_TRANSPORT_SRCS
+  transport/internal/fd.cc
   transport/internal/unix_socket.cc
   transport/tcp/tcp_transport.cc
   transport/uds/uds_transport.cc

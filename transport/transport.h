@@ -28,11 +28,25 @@ namespace courier::transport {
 // code never throws (STYLE §5), so every await in courier uses it.
 inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 
-// What a transport can and cannot do; the framing and rpc layers adapt to it.
+// Who can be at the other end of a transport's connections.
+enum class Reach {
+  kParentChild,  // a process we started, or the one that started us (pipe://stdio, spawn)
+  kSameHost,     // any process on this host that may open the address (unix, shm, fifo)
+  kNetwork,      // any host that can route to the address (tcp, udp)
+};
+
+// What a transport can and cannot do; the framing and rpc layers adapt to it, and the README's
+// "Choosing a transport" table is drawn from it.
 struct Traits {
   bool message_boundaries = false;  // true: each Read returns exactly one peer Write
   bool reliable = true;             // false: datagrams may be lost, duplicated or reordered
-  size_t max_message = 0;           // largest single Write on a message transport; 0: no limit
+  // The largest message (one RPC request or response) the transport carries; 0: no limit of its
+  // own. The rpc layer refuses a larger one with kResourceExhausted before sending it.
+  size_t max_message = 0;
+  // true: one kernel object carries both directions (a socket, a shared segment); false: the
+  // mechanism is one-way and the transport pairs two of them (pipes, FIFOs).
+  bool duplex = true;
+  Reach reach = Reach::kSameHost;
   friend bool operator==(const Traits&, const Traits&) = default;
 };
 

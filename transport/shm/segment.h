@@ -39,9 +39,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "transport/internal/fd.h"
 #include "transport/shm/ring.h"
 
 namespace courier::transport::shm {
+
+using internal::Received;
+using internal::ReceiveWithFds;
+using internal::SendWithFds;
+using internal::UniqueFd;
 
 inline constexpr uint64_t kSegmentMagic = 0x31524d4853524f43;  // "CORSHMR1", little-endian
 inline constexpr uint32_t kSegmentVersion = 1;
@@ -52,22 +58,6 @@ inline constexpr size_t kRingDataOffset = 8192;
 
 // Total memfd size for two rings of `ring_capacity` bytes.
 constexpr size_t SegmentBytes(size_t ring_capacity) { return kRingDataOffset + 2 * ring_capacity; }
-
-// An owned file descriptor (closed on destruction; -1: none).
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept;
-  ~UniqueFd();
-  int get() const { return fd_; }
-  int release();
-  explicit operator bool() const { return fd_ >= 0; }
-
- private:
-  int fd_ = -1;
-};
 
 // A mapped segment and its doorbells; owns the mapping and the three descriptors.
 class Segment {
@@ -133,23 +123,6 @@ std::array<std::byte, 16> Encode(const ServerHello& hello);
 // kDataLoss on a short message, a bad magic or an unknown version.
 absl::StatusOr<ClientHello> DecodeClientHello(std::span<const std::byte> bytes);
 absl::StatusOr<ServerHello> DecodeServerHello(std::span<const std::byte> bytes);
-
-// One sendmsg of `bytes` (not empty, else kInvalidArgument) with `fds` as SCM_RIGHTS on a
-// connected UNIX stream socket (MSG_NOSIGNAL | MSG_DONTWAIT). Returns the bytes sent; 0 if it
-// would block (nothing sent); kUnavailable if the peer is gone.
-absl::StatusOr<size_t> SendWithFds(int socket, std::span<const std::byte> bytes,
-                                   std::span<const int> fds);
-struct Received {
-  size_t bytes = 0;  // 0 with eof: the peer closed
-  bool eof = false;
-  bool would_block = false;    // nothing there yet
-  std::vector<UniqueFd> fds;   // in the order sent
-  bool fds_truncated = false;  // more fds (or control data) came than we take: refuse
-};
-// One recvmsg (MSG_CMSG_CLOEXEC | MSG_DONTWAIT) into `into` (not empty, else kInvalidArgument),
-// taking at most `max_fds` descriptors. When more came, or other control data, every descriptor
-// that arrived is closed, `fds` is empty and fds_truncated set. kUnavailable on a reset.
-absl::StatusOr<Received> ReceiveWithFds(int socket, std::span<std::byte> into, size_t max_fds);
 
 // The rendezvous directory for this user: $XDG_RUNTIME_DIR/courier when XDG_RUNTIME_DIR is set
 // and names a directory we own, else /tmp/courier-<uid>. Created with mode 0700 if missing

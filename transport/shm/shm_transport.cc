@@ -484,7 +484,11 @@ class ShmConnection final : public Connection {
   }
   void Close() override { core_->Close(); }
   Traits traits() const override {
-    return Traits{.message_boundaries = false, .reliable = true, .max_message = 0};
+    return Traits{.message_boundaries = false,
+                  .reliable = true,
+                  .max_message = 0,
+                  .duplex = true,
+                  .reach = Reach::kSameHost};
   }
   PeerInfo peer() const override { return core_->peer(); }
   asio::any_io_executor executor() const override { return core_->executor(); }
