@@ -23,6 +23,12 @@ constexpr FrameType kUnsent = FrameType(0);
 
 size_t WireSize(const Frame& frame) { return transport::kFrameHeaderSize + frame.payload.size(); }
 
+// The largest message a session accepts and sends: ours, or the transport's if that is smaller
+// (udp:// carries at most its reassembly maximum).
+size_t MessageLimit(size_t ours, const transport::Traits& traits) {
+  return traits.max_message != 0 ? std::min(ours, traits.max_message) : ours;
+}
+
 std::string Seconds(Clock::duration d) {
   return absl::StrCat(std::chrono::duration<double>(d).count(), " s");
 }
@@ -33,8 +39,8 @@ Session::Session(std::unique_ptr<transport::Connection> connection, SessionOptio
     : executor_(connection->executor()),
       options_(std::move(options)),
       peer_(connection->peer()),
-      framed_(std::move(connection),
-              transport::FrameLimits{FrameLimitFor(options_.max_message_size)}),
+      framed_(std::move(connection), transport::FrameLimits{FrameLimitFor(MessageLimit(
+                                         options_.max_message_size, connection->traits()))}),
       keepalive_timer_(executor_),
       watchdog_(executor_),
       flush_timer_(executor_),
@@ -56,10 +62,14 @@ void Session::Start() {
 }
 
 size_t Session::peer_max_frame_payload() const {
-  if (peer_hello_ && peer_hello_->max_frame_payload() != 0) {
-    return peer_hello_->max_frame_payload();
+  size_t peer = framed_.limits().max_payload;
+  if (peer_hello_) {
+    peer = peer_hello_->max_frame_payload() != 0 ? peer_hello_->max_frame_payload()
+                                                 : transport::kDefaultMaxPayload;
   }
-  return peer_hello_ ? transport::kDefaultMaxPayload : framed_.limits().max_payload;
+  // What the transport carries bounds what we send, whatever the peer accepts.
+  const size_t transport_limit = framed_.traits().max_message;
+  return transport_limit != 0 ? std::min<size_t>(peer, FrameLimitFor(transport_limit)) : peer;
 }
 
 uint64_t Session::Send(Frame frame) {

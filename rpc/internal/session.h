@@ -117,7 +117,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool closed() const { return closed_; }
   // True once the peer's hello has arrived.
   bool handshaken() const { return peer_hello_.has_value(); }
-  // Largest payload the peer accepts (its hello), or our own limit before the hello arrives.
+  // Largest payload the peer accepts (its hello), or our own limit before the hello arrives;
+  // never more than the transport carries (Traits::max_message).
   size_t peer_max_frame_payload() const;
   // Calls the peer serves at once (its hello); 0 when it set no limit.
   uint32_t peer_max_concurrent_calls() const {

@@ -22,6 +22,7 @@
 #include "rpc/channel.h"
 #include "rpc/server.h"
 #include "tests/rpc/test_service.h"
+#include "tests/testing/fault_proxy.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/registry.h"
 
@@ -256,6 +257,31 @@ TEST_P(EchoTest, ResponseOverTheClientsLimitIsResourceExhausted) {
   EXPECT_THAT(Call(channel, testing::kBig, "100000"),
               StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_THAT(Call(channel, testing::kBig, "1000"), IsOk());
+}
+
+// A transport that carries messages only up to a size of its own (udp://: its reassembly
+// maximum) makes both sides refuse a larger one before sending it, whatever their own limits, and
+// the connection stays usable.
+TEST_P(EchoTest, MessagesOverTheTransportsLimitAreResourceExhaustedBeforeSending) {
+  absl::StatusOr<transport::Traits> traits = testing::ProbeTraits(GetParam());
+  ASSERT_THAT(traits, IsOk());
+  if (traits->max_message == 0) {
+    GTEST_SKIP() << GetParam().scheme << " has no message size limit of its own";
+  }
+  const size_t limit = traits->max_message;
+  server_.reset();
+  ServerOptions server_options;
+  server_options.max_message_size = 4 * limit;
+  StartServer(server_options);
+  ChannelOptions options;
+  options.max_message_size = 4 * limit;
+  auto channel = NewChannel(options);
+  EXPECT_THAT(Call(channel, testing::kEcho, std::string(limit + 1, 'x')),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(Call(channel, testing::kBig, std::to_string(limit + 1)),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(Call(channel, testing::kEcho, std::string(limit, 'y')).value_or("").size(), limit);
+  EXPECT_EQ(Call(channel, testing::kBig, std::to_string(limit)).value_or("").size(), limit);
 }
 
 TEST_P(EchoTest, ConnectToNothingIsUnavailableNamingTheEndpoint) {
