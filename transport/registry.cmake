@@ -8,4 +8,5 @@ set(COURIER_TRANSPORT_SRCS
   transport/uds/uds_transport.cc
   transport/shm/ring.cc
   transport/shm/segment.cc
-  transport/shm/shm_transport.cc)
+  transport/shm/shm_transport.cc
+  transport/pipe/pipe_transport.cc)
