@@ -54,8 +54,11 @@ constexpr std::chrono::seconds kHandshakeTimeout{2};
 constexpr size_t kMaxHandshakes = 64;
 constexpr std::chrono::milliseconds kFirstAcceptRetry{10};
 constexpr std::chrono::milliseconds kMaxAcceptRetry{1000};
-// After our pipe ends close: how long a child may take to exit before SIGTERM, then SIGKILL.
-constexpr std::chrono::seconds kChildGrace{2};
+// After our pipe ends close: how long a child may take to exit before SIGTERM (short: a server
+// on pipe://stdio keeps running after its one peer left, and SIGTERM asks it to shut down
+// gracefully), then how long after SIGTERM before SIGKILL.
+constexpr std::chrono::milliseconds kTermAfter{100};
+constexpr std::chrono::seconds kKillAfter{2};
 // When a child's stdout ends, how long a read waits for it to exit to say how it ended.
 constexpr std::chrono::milliseconds kExitWait{200};
 // Without a pidfd, how often the reaper asks waitpid.
@@ -178,14 +181,14 @@ class Child : public std::enable_shared_from_this<Child> {
     }
   }
 
-  // Our pipe ends are closed: reap the child, SIGTERM after kChildGrace, SIGKILL after another.
+  // Our pipe ends are closed: reap the child, SIGTERM after kTermAfter, SIGKILL kKillAfter later.
   void Reap() {
     closed_ = true;
     asio::error_code ignored;
     wait_timer_.cancel();
     pidfd_.cancel(ignored);  // ends a WaitForExit
     if (Collect()) return;
-    reap_deadline_ = Clock::now() + kChildGrace;
+    reap_deadline_ = Clock::now() + kTermAfter;
     WatchReap();
   }
 
@@ -215,7 +218,7 @@ class Child : public std::enable_shared_from_this<Child> {
     if (now >= reap_deadline_) {
       ::kill(pid_, signals_sent_ == 0 ? SIGTERM : SIGKILL);
       ++signals_sent_;
-      reap_deadline_ = now + kChildGrace;
+      reap_deadline_ = now + kKillAfter;
     }
     // After SIGKILL, keep watching until the kernel lets us reap it.
     reap_timer_.expires_at(pidfd_.is_open() ? reap_deadline_

@@ -32,10 +32,11 @@
 //                    is kInvalidArgument; Listen on a command line is kInvalidArgument. A program
 //                    that cannot be started is kUnavailable naming it. The connection owns the
 //                    child: Close() (or destruction) closes our pipe ends, and the child is
-//                    reaped without blocking the reactor; one still running 2 s after its stdin
-//                    closed gets SIGTERM, and SIGKILL 2 s later. When the child's stdout ends and
-//                    it exited other than with status 0, the read is kUnavailable naming the
-//                    child and how it ended. Peer "pipe://PROGRAM (pid N)" with credentials
+//                    reaped without blocking the reactor; one still running 100 ms after its
+//                    stdin closed gets SIGTERM (a server on pipe://stdio outlives its one peer;
+//                    SIGTERM asks it to shut down), and SIGKILL 2 s later. When the child's stdout
+//                    ends and it exited other than with status 0, the read is kUnavailable naming
+//                    the child and how it ended. Peer "pipe://PROGRAM (pid N)" with credentials
 //                    {pid, our uid, our gid}. Reach kParentChild.
 //
 // Bounds: a @NAME listener has at most 64 rendezvous in progress or waiting for Accept (more are

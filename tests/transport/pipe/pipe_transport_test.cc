@@ -270,7 +270,22 @@ TEST_F(PipeSpawnTest, ChildThatIgnoresItsStdinIsTerminated) {
   ASSERT_TRUE(RunUntil(
       io_, [&] { return Reaped(pid); }, 6s));
   const auto took = std::chrono::steady_clock::now() - start;
-  EXPECT_GE(took, 1900ms);  // SIGTERM after the grace period
+  EXPECT_GE(took, 90ms);  // SIGTERM after the grace period
+  EXPECT_LT(took, 1500ms);
+}
+
+TEST_F(PipeSpawnTest, ChildThatIgnoresSigtermIsKilled) {
+  ConnectionOr child = Spawn("/bin/sh -c 'trap \"\" TERM; while :; do sleep 1; done'");
+  ASSERT_THAT(child, IsOk());
+  const pid_t pid = PidOf(**child);
+  RunUntil(
+      io_, [] { return false; }, 100ms);  // the shell has set its trap
+  const auto start = std::chrono::steady_clock::now();
+  (*child)->Close();
+  ASSERT_TRUE(RunUntil(
+      io_, [&] { return Reaped(pid); }, 6s));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 1900ms);  // SIGKILL 2 s after SIGTERM
   EXPECT_LT(took, 3500ms);
 }
 
