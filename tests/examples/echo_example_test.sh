@@ -39,6 +39,17 @@ for uri in $(sed -n 's/^listening on //p' "$dir/out"); do
   [ "$padded" = "ababababab" ] || fail "$uri: --size gave '$padded'"
 done
 
+# pipe://: the client starts its own server as a child, wired to it by two pipes; the server's
+# "listening on" and "shut down" lines go to stderr (stdout is the transport).
+pipe_uri="pipe://$server_bin --listen pipe://stdio"
+reply=$("$client_bin" --connect "$pipe_uri" "over a pipe" 2>"$dir/pipe.err")
+[ "$reply" = "over a pipe" ] || fail "pipe: reply '$reply', stderr $(cat "$dir/pipe.err")"
+grep -qx "listening on pipe://stdio" "$dir/pipe.err" || fail "pipe: no listening line on stderr"
+summary=$("$client_bin" --connect "$pipe_uri" --count 50 --size 64 x 2>/dev/null)
+[[ "$summary" =~ ^50\ calls, ]] || fail "pipe: '$summary'"
+if "$client_bin" --connect "pipe://$dir/no-such-program" x 2>"$dir/err"; then fail "pipe to nothing"; fi
+grep -q "^UNAVAILABLE: .*no-such-program" "$dir/err" || fail "pipe to nothing: $(cat "$dir/err")"
+
 if "$client_bin" --connect "unix://$dir/nobody.sock" x 2>"$dir/err"; then fail "call to nobody succeeded"; fi
 grep -q "^UNAVAILABLE: .*$dir/nobody.sock" "$dir/err" || fail "unexpected error: $(cat "$dir/err")"
 if "$client_bin" --connect "shm://$shm_name-nobody" x 2>"$dir/err"; then fail "shm call to nobody succeeded"; fi

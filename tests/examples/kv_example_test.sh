@@ -66,6 +66,12 @@ done
 uri="unix://$dir/nobody.sock"
 expect_error UNAVAILABLE get x
 
+# pipe://: each kv_client starts its own kv_server as a child on two pipes (so state does not
+# outlive the call) and reaps it.
+uri="pipe://$kv_server --listen pipe://stdio"
+expect 10 add counter 10 2>/dev/null
+expect_error NOT_FOUND get counter
+
 "$echo_server" --listen "unix://$dir/echo.sock" >"$dir/echo.out" 2>&1 &
 pids+=($!)
 wait_listening "$dir/echo.out" 1
