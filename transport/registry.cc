@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "transport/fifo/fifo_transport.h"
 #include "transport/shm/shm_transport.h"
 #include "transport/status.h"
 #include "transport/tcp/tcp_transport.h"
@@ -12,9 +13,10 @@ namespace {
 
 const TransportInfo kBuiltInTransports[] = {
     // scheme  factory              fresh same-host endpoint
-    {"tcp", &tcp::NewTransport, &tcp::LoopbackEndpoint},   // tcp://127.0.0.1:0
-    {"unix", &uds::NewTransport, &uds::LoopbackEndpoint},  // unix:@courier-<pid>-<n>
-    {"shm", &shm::NewTransport, &shm::LoopbackEndpoint},   // shm://courier-<pid>-<n>
+    {"tcp", &tcp::NewTransport, &tcp::LoopbackEndpoint},     // tcp://127.0.0.1:0
+    {"unix", &uds::NewTransport, &uds::LoopbackEndpoint},    // unix:@courier-<pid>-<n>
+    {"shm", &shm::NewTransport, &shm::LoopbackEndpoint},     // shm://courier-<pid>-<n>
+    {"fifo", &fifo::NewTransport, &fifo::LoopbackEndpoint},  // fifo://<dir>/courier-<pid>-<n>
 };
 
 }  // namespace

@@ -2,9 +2,12 @@
 # scheme to each. Adding a transport adds its folder here and its row there, and nothing else.
 set(COURIER_TRANSPORT_SRCS
   transport/internal/fd.cc
+  transport/internal/fd_stream.cc
+  transport/internal/rendezvous.cc
   transport/internal/unix_socket.cc
   transport/tcp/tcp_transport.cc
   transport/uds/uds_transport.cc
   transport/shm/ring.cc
   transport/shm/segment.cc
-  transport/shm/shm_transport.cc)
+  transport/shm/shm_transport.cc
+  transport/fifo/fifo_transport.cc)
