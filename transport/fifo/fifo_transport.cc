@@ -28,11 +28,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "asio/cancellation_state.hpp"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/experimental/awaitable_operators.hpp"
 #include "asio/posix/stream_descriptor.hpp"
 #include "asio/steady_timer.hpp"
+#include "asio/this_coro.hpp"
 #include "transport/internal/fd.h"
 #include "transport/internal/fd_stream.h"
 #include "transport/internal/rendezvous.h"
@@ -193,8 +195,12 @@ absl::StatusOr<ConnectRecord> ParseRecord(std::string_view line, std::string_vie
   return ConnectRecord{pid, absl::StrCat(base, ".c2s"), absl::StrCat(base, ".s2c")};
 }
 
-// Waits until `d` is readable, `deadline` passes, or (every `check` when given) `keep_waiting`
-// says stop. False unless readable.
+bool Cancelled(const asio::cancellation_state& state) {
+  return state.cancelled() != asio::cancellation_type::none;
+}
+
+// Waits until `d` is readable, `deadline` passes, `keep_waiting` (asked every kServerCheck)
+// says stop, or the awaiting coroutine is cancelled. False unless readable.
 template <typename KeepWaiting>
 asio::awaitable<bool> WaitReadable(stream_descriptor& d, Clock::time_point deadline,
                                    KeepWaiting keep_waiting) {
@@ -206,6 +212,7 @@ asio::awaitable<bool> WaitReadable(stream_descriptor& d, Clock::time_point deadl
     timer.expires_at(std::min(deadline, now + kServerCheck));
     auto result = co_await (d.async_wait(stream_descriptor::wait_read, use_nothrow) ||
                             timer.async_wait(use_nothrow));
+    if (Cancelled(co_await asio::this_coro::cancellation_state)) co_return false;
     if (result.index() == 0) {
       auto [ec] = std::get<0>(result);
       co_return !ec;
@@ -233,6 +240,7 @@ struct ListenerState {
   FifoAddress address;
   UniqueFd dir;  // O_PATH descriptor of the directory: the pair is looked up relative to it
   bool closed = false;
+  bool loop_started = false;
   size_t handshakes = 0;
   ListenerStats stats;
   uint64_t dropped_unreported = 0;
@@ -420,14 +428,18 @@ class FifoListener final : public Listener {
       : state_(std::move(state)),
         request_(std::move(request)),
         own_writer_(std::move(own_writer)),
-        file_(file) {
-    asio::co_spawn(state_->executor, ReadLoop(request_, state_), asio::detached);
-  }
+        file_(file) {}
   ~FifoListener() override { Close(); }
 
   asio::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Accept(
       asio::any_io_executor connection_executor) override {
     std::shared_ptr<ListenerState> state = state_;
+    // Records are read from the first Accept on, as shm:// accepts: until then the listener
+    // keeps no work on its executor (a client waits, up to kHandshakeTimeout).
+    if (!state->loop_started && !state->closed) {
+      state->loop_started = true;
+      asio::co_spawn(state->executor, ReadLoop(request_, state), asio::detached);
+    }
     for (;;) {
       if (state->closed) {
         co_return absl::CancelledError(
@@ -642,6 +654,9 @@ class FifoTransport final : public Transport {
       }
       timer.expires_after(pause);
       co_await timer.async_wait(use_nothrow);
+      if (Cancelled(co_await asio::this_coro::cancellation_state)) {
+        co_return absl::CancelledError(absl::StrCat(what, ": cancelled"));
+      }
       pause = std::min(pause * 2, std::chrono::milliseconds(50));
     }
 
@@ -654,6 +669,9 @@ class FifoTransport final : public Transport {
     auto server_reads = [request_fd] { return ServerReads(request_fd); };
     for (;;) {
       const bool readable = co_await WaitReadable(reader, deadline, server_reads);
+      if (Cancelled(co_await asio::this_coro::cancellation_state)) {
+        co_return absl::CancelledError(absl::StrCat(what, ": cancelled"));
+      }
       if (!readable) {
         co_return absl::UnavailableError(
             absl::StrCat(what, ServerReads(request_fd) ? ": the server did not answer within 2 s"

@@ -28,9 +28,11 @@
 //   5. open .c2s O_WRONLY|O_NONBLOCK (the server holds its read end), write kReadyByte ('R'),
 //      and unlink both FIFO files: from now on both sides hold both ends, and nothing remains
 //      in the directory whoever dies later.
-//   Any failure removes the pair and is kUnavailable naming the endpoint.
+//   Any failure removes the pair and is kUnavailable naming the endpoint; cancelling the
+//   awaiting coroutine stops the attempt (kCancelled) and removes the pair too.
 //
-// Serve (the listener, on its executor from Listen on, whether or not Accept is waiting):
+// Serve (the listener, on its executor, from the first Accept on, whether or not an Accept is
+// waiting; before that clients wait, as they would in a socket's backlog):
 //   reads the request FIFO into a PIPE_BUF buffer and splits it on '\n'. A record is dropped if
 //   it is longer than PIPE_BUF, malformed (not exactly the format above: the tag, a decimal pid,
 //   and basenames built from NAME, that pid and 16 lowercase hex digits; so no '/', no "..",

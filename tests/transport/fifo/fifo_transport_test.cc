@@ -24,6 +24,7 @@
 #include "asio/buffer.hpp"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
+#include "asio/experimental/awaitable_operators.hpp"
 #include "asio/io_context.hpp"
 #include "asio/steady_timer.hpp"
 #include "gmock/gmock.h"
@@ -82,26 +83,31 @@ class FifoTransportTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  // Accepts until a connection comes; the errors Accept returned meanwhile go to `errors`.
-  std::unique_ptr<Connection> AcceptOne(Listener& listener, std::vector<absl::Status>* errors) {
-    std::unique_ptr<Connection> out;
-    bool done = false;
+  // Accepts in the background until a connection comes (into `out`, then `done`); the errors
+  // Accept returned meanwhile go to `errors`.
+  void SpawnAccept(Listener& listener, std::vector<absl::Status>* errors,
+                   std::unique_ptr<Connection>* out, bool* done) {
     asio::co_spawn(
         io_,
-        [&]() -> asio::awaitable<void> {
+        [&listener, errors, out, done, this]() -> asio::awaitable<void> {
           for (;;) {
             absl::StatusOr<std::unique_ptr<Connection>> c =
                 co_await listener.Accept(io_.get_executor());
             if (c.ok()) {
-              out = *std::move(c);
+              *out = *std::move(c);
               break;
             }
             if (c.status().code() == absl::StatusCode::kCancelled) break;
             if (errors != nullptr) errors->push_back(c.status());
           }
-          done = true;
+          *done = true;
         },
         asio::detached);
+  }
+  std::unique_ptr<Connection> AcceptOne(Listener& listener, std::vector<absl::Status>* errors) {
+    std::unique_ptr<Connection> out;
+    bool done = false;
+    SpawnAccept(listener, errors, &out, &done);
     (void)RunUntil(io_, [&] { return done; });
     return out;
   }
@@ -235,6 +241,11 @@ TEST_F(FifoTransportTest, GarbageRecordsAreDroppedAndCounted) {
       record(links),
       record(open_mode),
   };
+  // Records are read from the first Accept on.
+  std::vector<absl::Status> errors;
+  std::unique_ptr<Connection> server;
+  bool accepted = false;
+  SpawnAccept(**listener, &errors, &server, &accepted);
   {
     int request = ::open(path_.c_str(), O_WRONLY | O_NONBLOCK);
     ASSERT_GE(request, 0);
@@ -247,13 +258,12 @@ TEST_F(FifoTransportTest, GarbageRecordsAreDroppedAndCounted) {
       << StatsOf(**listener)->dropped_records;
 
   // A real client is served all the same; Accept reported the drops first (rate-limited).
-  std::vector<absl::Status> errors;
   std::optional<absl::StatusOr<std::unique_ptr<Connection>>> client;
   asio::co_spawn(io_, transport_->Connect(endpoint_),
                  [&](std::exception_ptr, absl::StatusOr<std::unique_ptr<Connection>> c) {
                    client = std::move(c);
                  });
-  std::unique_ptr<Connection> server = AcceptOne(**listener, &errors);
+  ASSERT_TRUE(RunUntil(io_, [&] { return accepted; }));
   ASSERT_NE(server, nullptr);
   ASSERT_TRUE(RunUntil(io_, [&] { return client.has_value(); }));
   ASSERT_THAT(*client, IsOk());
@@ -342,13 +352,31 @@ TEST_F(FifoTransportTest, ClientOfAGoneServerIsUnavailableAndCleansUp) {
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("did not answer")));
   EXPECT_GE(std::chrono::steady_clock::now() - start, kHandshakeTimeout - 100ms);
   EXPECT_THAT(List(dir_), ElementsAre("svc"));
+
+  // A caller that gives up (cancels) stops the attempt at once, and the pair goes too.
+  using namespace asio::experimental::awaitable_operators;
+  start = std::chrono::steady_clock::now();
+  asio::steady_timer give_up(io_, 100ms);
+  auto raced = RunCoro(io_, [&]() -> asio::awaitable<bool> {
+    auto winner =
+        co_await (transport_->Connect(endpoint_) || give_up.async_wait(asio::use_awaitable));
+    co_return winner.index() == 1;
+  }());
+  EXPECT_TRUE(raced);
+  io_.restart();
+  io_.run_for(2s);  // returns when nothing is left to do: the attempt stopped
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  EXPECT_THAT(List(dir_), ElementsAre("svc"));
   ::close(reader);
 }
 
 TEST_F(FifoTransportTest, PendingConnectionsAreBounded) {
   absl::StatusOr<std::unique_ptr<Listener>> listener = transport_->Listen(endpoint_);
   ASSERT_THAT(listener, IsOk());
-  // Nobody accepts: kMaxPending handshakes finish and wait, the next record is dropped.
+  // One connection is accepted (so records are read); then kMaxPending handshakes finish and
+  // wait for an Accept that does not come, and the next record is dropped.
+  auto [client, server] = Pair(**listener);
+  ASSERT_NE(server, nullptr);
   std::vector<std::optional<absl::StatusOr<std::unique_ptr<Connection>>>> clients(kMaxPending + 1);
   for (size_t i = 0; i < clients.size(); ++i) {
     asio::co_spawn(io_, transport_->Connect(endpoint_),
