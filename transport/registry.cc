@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "transport/fifo/fifo_transport.h"
 #include "transport/pipe/pipe_transport.h"
 #include "transport/shm/shm_transport.h"
 #include "transport/status.h"
@@ -17,6 +18,7 @@ const TransportInfo kBuiltInTransports[] = {
     {"unix", &uds::NewTransport, &uds::LoopbackEndpoint},    // unix:@courier-<pid>-<n>
     {"shm", &shm::NewTransport, &shm::LoopbackEndpoint},     // shm://courier-<pid>-<n>
     {"pipe", &pipe::NewTransport, &pipe::LoopbackEndpoint},  // pipe://@courier-<pid>-<n>
+    {"fifo", &fifo::NewTransport, &fifo::LoopbackEndpoint},  // fifo://<dir>/courier-<pid>-<n>
 };
 
 }  // namespace

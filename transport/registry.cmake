@@ -3,10 +3,12 @@
 set(COURIER_TRANSPORT_SRCS
   transport/internal/fd.cc
   transport/internal/fd_stream.cc
+  transport/internal/rendezvous.cc
   transport/internal/unix_socket.cc
   transport/tcp/tcp_transport.cc
   transport/uds/uds_transport.cc
   transport/shm/ring.cc
   transport/shm/segment.cc
   transport/shm/shm_transport.cc
-  transport/pipe/pipe_transport.cc)
+  transport/pipe/pipe_transport.cc
+  transport/fifo/fifo_transport.cc)

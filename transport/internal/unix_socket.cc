@@ -93,6 +93,12 @@ absl::Status Bind(stream_protocol::acceptor& acceptor, const stream_protocol::en
 
 }  // namespace
 
+std::optional<FileId> FileIdOf(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return std::nullopt;
+  return FileId{st.st_dev, st.st_ino};
+}
+
 std::optional<FileId> SocketFileId(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return std::nullopt;
@@ -100,7 +106,7 @@ std::optional<FileId> SocketFileId(const std::string& path) {
 }
 
 void UnlinkIfSame(const std::string& path, const FileId& id) {
-  if (SocketFileId(path) == id) ::unlink(path.c_str());
+  if (FileIdOf(path) == id) ::unlink(path.c_str());
 }
 
 asio::awaitable<absl::StatusOr<stream_protocol::socket>> ConnectUnix(

@@ -24,7 +24,11 @@ struct FileId {
   ino_t ino = 0;
   friend bool operator==(const FileId&, const FileId&) = default;
 };
+// The identity of whatever `path` names (lstat: a symlink itself, not its target); nullopt if
+// nothing. SocketFileId: the same, for a socket only.
+std::optional<FileId> FileIdOf(const std::string& path);
 std::optional<FileId> SocketFileId(const std::string& path);
+// Removes `path` if it still names the file `id` (a socket, a FIFO, …).
 void UnlinkIfSame(const std::string& path, const FileId& id);
 
 // A socket connected to `endpoint`, bound to `executor`. A UNIX stream connect completes at once

@@ -40,6 +40,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "transport/internal/fd.h"
+#include "transport/internal/rendezvous.h"
 #include "transport/shm/ring.h"
 
 namespace courier::transport::shm {
@@ -124,11 +125,8 @@ std::array<std::byte, 16> Encode(const ServerHello& hello);
 absl::StatusOr<ClientHello> DecodeClientHello(std::span<const std::byte> bytes);
 absl::StatusOr<ServerHello> DecodeServerHello(std::span<const std::byte> bytes);
 
-// The rendezvous directory for this user: $XDG_RUNTIME_DIR/courier when XDG_RUNTIME_DIR is set
-// and names a directory we own, else /tmp/courier-<uid>. Created with mode 0700 if missing
-// (`create`), else kUnavailable if missing; refused (kPermissionDenied, naming the problem) if
-// it is a symlink, not a directory, not owned by us, or has any group/other permission bits.
-absl::StatusOr<std::string> RendezvousDirectory(bool create);
+// The per-user rendezvous directory (transport/internal/rendezvous.h, shared with fifo://).
+using internal::RendezvousDirectory;
 // Where the socket for `name` lives: RendezvousDirectory()/<name>.sock. `name` is 1 to 64 bytes
 // of [A-Za-z0-9._-] not starting with '.', else kInvalidArgument (also for a path too long for
 // a UNIX socket address); RendezvousDirectory's errors otherwise.
