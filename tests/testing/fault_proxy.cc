@@ -15,6 +15,7 @@
 #include "asio/local/stream_protocol.hpp"
 #include "asio/socket_base.hpp"
 #include "asio/steady_timer.hpp"
+#include "transport/internal/fd_stream.h"
 #include "transport/internal/socket_connection.h"
 #include "transport/status.h"
 
@@ -93,6 +94,7 @@ bool HalfClose(Connection& connection) {
   asio::error_code ignored;
   if (WithSocket(connection, [&](auto& socket) { socket.shutdown(socket.shutdown_send, ignored); }))
     return true;
+  if (transport::internal::CloseWriteHalf(connection)) return true;
   connection.Close();
   return false;
 }

@@ -137,6 +137,15 @@ class Core : public std::enable_shared_from_this<Core> {
     if (on_close_) std::exchange(on_close_, nullptr)();
   }
 
+  // Closes only our write descriptor: the peer reads end of stream, we keep reading. Later
+  // writes are kCancelled.
+  void CloseWrite() {
+    if (closed_ || !writer_.is_open()) return;
+    asio::error_code ignored;
+    writer_.close(ignored);
+    write_failure_ = Cancelled("write (our direction was closed)");
+  }
+
   const PeerInfo& peer() const { return peer_; }
   const Traits& traits() const { return traits_; }
   const asio::any_io_executor& executor() const { return executor_; }
@@ -217,6 +226,7 @@ class FdStreamConnection final : public Connection {
     return core_->TryWrite(data);
   }
   void Close() override { core_->Close(); }
+  void CloseWrite() { core_->CloseWrite(); }
   Traits traits() const override { return core_->traits(); }
   PeerInfo peer() const override { return core_->peer(); }
   asio::any_io_executor executor() const override { return core_->executor(); }
@@ -232,6 +242,13 @@ class FdStreamConnection final : public Connection {
 };
 
 }  // namespace
+
+bool CloseWriteHalf(Connection& connection) {
+  auto* stream = dynamic_cast<FdStreamConnection*>(&connection);
+  if (stream == nullptr) return false;
+  stream->CloseWrite();
+  return true;
+}
 
 std::unique_ptr<Connection> NewFdStreamConnection(asio::any_io_executor executor,
                                                   FdStreamParts parts) {

@@ -31,6 +31,11 @@ struct FdStreamParts {
 std::unique_ptr<Connection> NewFdStreamConnection(asio::any_io_executor executor,
                                                   FdStreamParts parts);
 
+// If `connection` came from NewFdStreamConnection: closes its write descriptor only (the peer
+// reads end of stream; reading goes on) and returns true. Otherwise false. For tests (the fault
+// proxy's clean cut), as Connection has no half-close.
+bool CloseWriteHalf(Connection& connection);
+
 // Sets SIGPIPE to SIG_IGN if it still has its default action, so that a write to a pipe whose
 // reader is gone fails with EPIPE (kUnavailable) instead of killing the process. A handler the
 // application installed is left alone. Thread-safe, idempotent; the pipe and fifo transports
