@@ -5,6 +5,7 @@
 #include "transport/shm/shm_transport.h"
 #include "transport/status.h"
 #include "transport/tcp/tcp_transport.h"
+#include "transport/udp/udp_transport.h"
 #include "transport/uds/uds_transport.h"
 
 namespace courier::transport {
@@ -15,6 +16,7 @@ const TransportInfo kBuiltInTransports[] = {
     {"tcp", &tcp::NewTransport, &tcp::LoopbackEndpoint},   // tcp://127.0.0.1:0
     {"unix", &uds::NewTransport, &uds::LoopbackEndpoint},  // unix:@courier-<pid>-<n>
     {"shm", &shm::NewTransport, &shm::LoopbackEndpoint},   // shm://courier-<pid>-<n>
+    {"udp", &udp::NewTransport, &udp::LoopbackEndpoint},   // udp://127.0.0.1:0
 };
 
 }  // namespace

@@ -7,4 +7,7 @@ set(COURIER_TRANSPORT_SRCS
   transport/uds/uds_transport.cc
   transport/shm/ring.cc
   transport/shm/segment.cc
-  transport/shm/shm_transport.cc)
+  transport/shm/shm_transport.cc
+  transport/udp/udp_wire.cc
+  transport/udp/arq.cc
+  transport/udp/udp_transport.cc)
