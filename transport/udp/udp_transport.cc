@@ -634,6 +634,7 @@ struct ListenerState {
   std::vector<std::byte> buffer;
   udp::endpoint from;
   ListenerStats stats;
+  bool receiving = false;
   bool closed = false;
 };
 
@@ -739,9 +740,7 @@ void ListenerReceive(std::shared_ptr<ListenerState> state) {
 class UdpListener final : public Listener {
  public:
   UdpListener(std::shared_ptr<ListenerState> state, Endpoint local)
-      : state_(std::move(state)), local_(std::move(local)) {
-    ListenerReceive(state_);
-  }
+      : state_(std::move(state)), local_(std::move(local)) {}
   ~UdpListener() override { Close(); }
 
   asio::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Accept(
@@ -749,6 +748,12 @@ class UdpListener final : public Listener {
     std::shared_ptr<ListenerState> state = state_;
     const absl::Status cancelled =
         absl::CancelledError(absl::StrCat("udp accept on ", local_.address, ": cancelled"));
+    // Handshakes are answered from the first Accept on (as shm's accept loop starts): a listener
+    // nobody accepts from leaves no work on its executor.
+    if (!state->receiving && !state->closed) {
+      state->receiving = true;
+      ListenerReceive(state);
+    }
     for (;;) {
       if (state->closed) co_return cancelled;
       if (!state->pending.empty()) {
