@@ -7,6 +7,7 @@
 #include "transport/shm/shm_transport.h"
 #include "transport/status.h"
 #include "transport/tcp/tcp_transport.h"
+#include "transport/udp/udp_transport.h"
 #include "transport/uds/uds_transport.h"
 
 namespace courier::transport {
@@ -19,6 +20,7 @@ const TransportInfo kBuiltInTransports[] = {
     {"shm", &shm::NewTransport, &shm::LoopbackEndpoint},     // shm://courier-<pid>-<n>
     {"pipe", &pipe::NewTransport, &pipe::LoopbackEndpoint},  // pipe://@courier-<pid>-<n>
     {"fifo", &fifo::NewTransport, &fifo::LoopbackEndpoint},  // fifo://<dir>/courier-<pid>-<n>
+    {"udp", &udp::NewTransport, &udp::LoopbackEndpoint},     // udp://127.0.0.1:0
 };
 
 }  // namespace

@@ -11,4 +11,7 @@ set(COURIER_TRANSPORT_SRCS
   transport/shm/segment.cc
   transport/shm/shm_transport.cc
   transport/pipe/pipe_transport.cc
-  transport/fifo/fifo_transport.cc)
+  transport/fifo/fifo_transport.cc
+  transport/udp/udp_wire.cc
+  transport/udp/arq.cc
+  transport/udp/udp_transport.cc)
