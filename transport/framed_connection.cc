@@ -29,7 +29,8 @@ FramedConnection::FramedConnection(std::unique_ptr<Connection> connection, Frame
       limits_(limits),
       decoder_(limits),
       // A datagram must fit in one read, or the kernel truncates it.
-      read_size_(std::max(kMinReadBuffer, traits_.max_message)) {}
+      read_size_(traits_.message_boundaries ? std::max(kMinReadBuffer, traits_.max_message)
+                                            : kMinReadBuffer) {}
 
 asio::mutable_buffer FramedConnection::PrepareRead() {
   read_direct_ = !traits_.message_boundaries &&

@@ -26,6 +26,7 @@
 #include "tests/rpc/raw_peer.h"
 #include "tests/rpc/test_service.h"
 #include "tests/testing/descriptor_limit.h"
+#include "tests/testing/fault_proxy.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/framed_connection.h"
 #include "transport/registry.h"
@@ -503,6 +504,12 @@ TEST_P(WireRulesTest, CancelWithCallIdZeroClosesTheConnection) {
 // A call is in flight until its response is written: a request reusing the id of a call whose
 // handler has finished but whose response is still queued is a protocol error.
 TEST_P(WireRulesTest, CallIdIsInFlightUntilItsResponseIsWritten) {
+  absl::StatusOr<transport::Traits> traits = testing::ProbeTraits(GetParam());
+  ASSERT_THAT(traits, IsOk());
+  if (traits->max_message != 0 && traits->max_message < (32u << 20)) {
+    GTEST_SKIP() << GetParam().scheme << " carries messages up to " << traits->max_message
+                 << " bytes; this test needs a 32 MiB response";
+  }
   StartServer({.max_queued_bytes = 256u << 20});
   auto peer = Raw();
   // Call 1's 32 MiB response fills the socket; call 2's response queues behind it.

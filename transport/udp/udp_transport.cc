@@ -53,7 +53,9 @@ struct Config {
   size_t window = 1 << 20;
   milliseconds dead_after{3000};
   size_t max_connections = 1024;
-  size_t max_message = 0;  // 0: no limit of the transport's own (it is a byte stream)
+  // The largest RPC message (Traits::max_message): the rpc layer refuses larger ones before
+  // sending, and the receiver's frame decoder never reassembles more.
+  size_t max_message = size_t{1} << 20;
 };
 
 struct Address {
@@ -178,10 +180,30 @@ struct ListenerShared {
 // One connection's protocol state, shared with its in-flight handlers (receive, timer, posted
 // completions) so that they can run after the UdpConnection that owns it is gone. Everything
 // runs on the socket's executor.
+// FinishedConnectionTotals(): what every destroyed connection of this process counted.
+struct Totals {
+  std::atomic<uint64_t> datagrams_sent{0}, datagrams_received{0}, retransmits{0}, duplicates{0},
+      out_of_window{0};
+};
+Totals& ProcessTotals() {
+  static Totals totals;
+  return totals;
+}
+
 class Core : public std::enable_shared_from_this<Core> {
  public:
   using ReadHandler = Connection::ReadHandler;
   using WriteHandler = Connection::WriteHandler;
+
+  ~Core() {
+    const ConnectionStats s = stats();
+    Totals& totals = ProcessTotals();
+    totals.datagrams_sent += s.datagrams_sent;
+    totals.datagrams_received += s.datagrams_received;
+    totals.retransmits += s.retransmits;
+    totals.duplicates += s.duplicates;
+    totals.out_of_window += s.out_of_window;
+  }
 
   Core(udp::socket socket, const Config& config, uint64_t session, uint64_t incarnation,
        std::string peer, std::shared_ptr<ListenerShared> listener)
@@ -979,6 +1001,15 @@ std::optional<ConnectionStats> GetConnectionStats(const Connection& connection) 
   const auto* udp_connection = dynamic_cast<const UdpConnection*>(&connection);
   if (udp_connection == nullptr) return std::nullopt;
   return udp_connection->stats();
+}
+
+ConnectionStats FinishedConnectionTotals() {
+  const Totals& totals = ProcessTotals();
+  return ConnectionStats{.datagrams_sent = totals.datagrams_sent.load(),
+                         .datagrams_received = totals.datagrams_received.load(),
+                         .retransmits = totals.retransmits.load(),
+                         .duplicates = totals.duplicates.load(),
+                         .out_of_window = totals.out_of_window.load()};
 }
 
 }  // namespace courier::transport::udp

@@ -1,8 +1,9 @@
 // udp:// — a reliable, ordered byte stream over UDP ("udp://127.0.0.1:7000", "udp://[::1]:0",
 // "udp://localhost:7000?dgram=1200&window=256k&dead_after_ms=3000&max_connections=1024").
 // The framing and rpc layers run over it unchanged: Traits say reliable byte stream, no message
-// boundaries, max_message = the `max_message` option (default 0:
-// no limit, as for any byte stream), reach kNetwork.
+// boundaries, max_message = the `max_message` option (default 1 MiB, 1 KiB to 1 GiB: the largest
+// RPC message; larger ones are refused with kResourceExhausted before sending, and the peer's
+// frame decoder never reassembles more), reach kNetwork.
 //
 // How (PROTOCOL-udp.md has the wire rules): a stateless cookie handshake (HELLO → COOKIE → OPEN
 // → OPEN_ACK), then a selective-repeat ARQ (arq.h): per-direction datagram seqs from 1,
@@ -78,5 +79,8 @@ struct ConnectionStats {
 };
 // nullopt if `connection` is not a udp connection.
 std::optional<ConnectionStats> GetConnectionStats(const Connection& connection);
+// The sums over every udp connection of this process that has been destroyed (for tests and
+// tools that only hold a Channel or a Server).
+ConnectionStats FinishedConnectionTotals();
 
 }  // namespace courier::transport::udp
