@@ -20,15 +20,18 @@ fail() {
 # shm:// names a socket in the per-user rendezvous directory, so the name carries our pid.
 shm_name="courier-example-$$"
 "$server_bin" --listen "unix://$dir/echo.sock" --listen tcp://127.0.0.1:0 \
-  --listen "shm://$shm_name" >"$dir/out" 2>&1 &
+  --listen "shm://$shm_name" --listen "fifo://$dir/echo.fifo" --listen "udp://[::1]:0" \
+  >"$dir/out" 2>&1 &
 server=$!
 for _ in $(seq 200); do
-  [ "$(grep -c '^listening on' "$dir/out" || true)" -ge 3 ] && break
+  [ "$(grep -c '^listening on' "$dir/out" || true)" -ge 5 ] && break
   sleep 0.05
 done
 grep -qx "listening on unix://$dir/echo.sock" "$dir/out" || fail "no unix listening line: $(cat "$dir/out")"
 grep -Eqx 'listening on tcp://127\.0\.0\.1:[1-9][0-9]*' "$dir/out" || fail "no tcp line with a real port"
 grep -qx "listening on shm://$shm_name" "$dir/out" || fail "no shm listening line: $(cat "$dir/out")"
+grep -qx "listening on fifo://$dir/echo.fifo" "$dir/out" || fail "no fifo line: $(cat "$dir/out")"
+grep -Eqx 'listening on udp://\[::1\]:[1-9][0-9]*' "$dir/out" || fail "no udp line with a real port"
 
 for uri in $(sed -n 's/^listening on //p' "$dir/out"); do
   reply=$("$client_bin" --connect "$uri" "hello courier")
@@ -100,6 +103,7 @@ server=""
 [ "$status" -eq 0 ] || fail "server exited $status after SIGTERM"
 grep -qx "shut down" "$dir/out" || fail "no graceful shutdown line"
 [ ! -e "$dir/echo.sock" ] || fail "socket file left behind"
+[ ! -e "$dir/echo.fifo" ] || fail "request FIFO left behind"
 for rendezvous in "${XDG_RUNTIME_DIR:-/nonexistent}/courier" "/tmp/courier-$(id -u)"; do
   [ ! -e "$rendezvous/$shm_name.sock" ] || fail "shm socket file left behind in $rendezvous"
 done

@@ -45,9 +45,9 @@ expect_error() {  # CODE ARGS... : kv_client must fail with status CODE
 }
 
 "$kv_server" --listen "unix://$dir/kv.sock" --listen tcp://127.0.0.1:0 --listen "shm://$shm_name" \
-  >"$dir/kv.out" 2>&1 &
+  --listen "fifo://$dir/kv.fifo" --listen udp://127.0.0.1:0 >"$dir/kv.out" 2>&1 &
 pids+=($!)
-wait_listening "$dir/kv.out" 3
+wait_listening "$dir/kv.out" 5
 grep -qx "listening on shm://$shm_name" "$dir/kv.out" || fail "no shm listening line: $(cat "$dir/kv.out")"
 for uri in $(sed -n 's/^listening on //p' "$dir/kv.out"); do
   expect OK put "$uri-a" 1
