@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds courier and runs the echo example over unix:// and tcp://: one server listening on both,
-# a client call over each, and a latency sample with --count.
+# Builds courier and runs the echo example over every transport: one server listening on
+# unix://, tcp://, udp://, shm:// and fifo://, a client call over each and a latency sample with
+# --count; then pipe://, where the client starts its own server as a child.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,10 +12,11 @@ cmake --build build-demo -j"$jobs" --target echo_server echo_client
 out=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$out"' EXIT
 ./build-demo/examples/echo_server --listen "unix://$out/echo.sock" --listen tcp://127.0.0.1:0 \
+  --listen udp://127.0.0.1:0 --listen "shm://courier-demo-$$" --listen "fifo://$out/echo.fifo" \
   >"$out/server.log" 2>&1 &
 server=$!
 for _ in $(seq 100); do
-  [ "$(grep -c '^listening on' "$out/server.log" || true)" -ge 2 ] && break
+  [ "$(grep -c '^listening on' "$out/server.log" || true)" -ge 5 ] && break
   sleep 0.05
 done
 cat "$out/server.log"
@@ -25,6 +27,12 @@ for uri in $(sed -n 's/^listening on //p' "$out/server.log"); do
   echo "\$ echo_client --connect $uri --count 10000 --size 64 ping"
   ./build-demo/examples/echo_client --connect "$uri" --count 10000 --size 64 ping
 done
+pipe_uri="pipe://$PWD/build-demo/examples/echo_server --listen pipe://stdio"
+echo "--- $pipe_uri"
+echo "\$ echo_client --connect '$pipe_uri' 'hello, courier'"
+./build-demo/examples/echo_client --connect "$pipe_uri" 'hello, courier' 2>/dev/null
+echo "\$ echo_client --connect '$pipe_uri' --count 10000 --size 64 ping"
+./build-demo/examples/echo_client --connect "$pipe_uri" --count 10000 --size 64 ping 2>/dev/null
 kill -TERM "$server"
 wait "$server"
 cat "$out/server.log" | tail -n 1
