@@ -40,6 +40,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "asio/buffer.hpp"
+#include "bench/raw_system.h"
 #include "transport/shm/ring.h"
 #include "transport/shm/segment.h"
 #include "transport/shm/shm_transport.h"
@@ -50,7 +51,6 @@ namespace {
 namespace shm = ::courier::transport::shm;
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kLengthSize = 4;
 constexpr int kIoTimeoutMs = 30000;
 constexpr char kEndpointPrefix[] = "unix:@";
 
@@ -60,24 +60,6 @@ absl::Status Errno(std::string_view what) {
 
 std::chrono::microseconds SpinOf(std::string_view transport) {
   return transport == "shm" ? shm::kDefaultSpin : std::chrono::microseconds(0);
-}
-
-void PutLength(char* at, uint32_t length) {
-  for (int i = 0; i < 4; ++i) at[i] = static_cast<char>((length >> (8 * i)) & 0xff);
-}
-uint32_t GetLength(const char* at) {
-  uint32_t length = 0;
-  for (int i = 0; i < 4; ++i)
-    length |= static_cast<uint32_t>(static_cast<uint8_t>(at[i])) << (8 * i);
-  return length;
-}
-
-// An abstract UNIX socket address for `name`, and its length.
-std::pair<sockaddr_un, socklen_t> AbstractAddress(const std::string& name) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path + 1, name.data(), std::min(name.size(), sizeof(addr.sun_path) - 1));
-  return {addr, static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size())};
 }
 
 // One side of a connection: its writer and reader on the segment's two rings, its own doorbell

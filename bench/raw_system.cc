@@ -3,7 +3,10 @@
 // has read with one blocking write. Clients use blocking read/write for one call in flight and a
 // poll() loop on a non-blocking socket to keep N outstanding (blocking both ways would deadlock
 // once both socket buffers fill with large messages). The shm transports ("shm", "shm-nospin")
-// are the same echo over the shm transport's rings, in raw_shm.cc.
+// are the same echo over the shm transport's rings, in raw_shm.cc; pipe, fifo, udp and mq (POSIX
+// message queues) are in raw_ipc.cc, pipe and fifo with this file's stream echo and client.
+#include "bench/raw_system.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -26,13 +29,13 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "bench/raw_ipc.h"
 #include "bench/raw_shm.h"
 #include "bench/system.h"
 
 namespace courier::bench {
 namespace {
 
-constexpr size_t kLengthSize = 4;
 constexpr int kIoTimeoutMs = 30000;
 
 absl::Status Errno(std::string_view what) {
@@ -59,16 +62,6 @@ class Fd {
  private:
   int fd_;
 };
-
-void PutLength(char* at, uint32_t length) {
-  for (int i = 0; i < 4; ++i) at[i] = static_cast<char>((length >> (8 * i)) & 0xff);
-}
-uint32_t GetLength(const char* at) {
-  uint32_t length = 0;
-  for (int i = 0; i < 4; ++i)
-    length |= static_cast<uint32_t>(static_cast<uint8_t>(at[i])) << (8 * i);
-  return length;
-}
 
 absl::Status WriteAll(int fd, const char* data, size_t size) {
   while (size > 0) {
@@ -107,13 +100,33 @@ void SetNoDelay(int fd) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-// Server side of one connection: echoes every complete message, as soon as it is complete.
-void EchoConnection(int raw_fd) {
-  Fd fd(raw_fd);
+}  // namespace
+
+void PutLength(char* at, uint32_t length) {
+  for (int i = 0; i < 4; ++i) at[i] = static_cast<char>((length >> (8 * i)) & 0xff);
+}
+uint32_t GetLength(const char* at) {
+  uint32_t length = 0;
+  for (int i = 0; i < 4; ++i)
+    length |= static_cast<uint32_t>(static_cast<uint8_t>(at[i])) << (8 * i);
+  return length;
+}
+
+std::pair<sockaddr_un, socklen_t> AbstractAddress(const std::string& name) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path + 1, name.data(), std::min(name.size(), sizeof(addr.sun_path) - 1));
+  return {addr, static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size())};
+}
+
+void EchoStream(int in_fd, int out_fd) {
+  Fd in(in_fd);
+  Fd out(out_fd == in_fd ? -1 : out_fd);
+  const int write_fd = out_fd;
   std::vector<char> buffer(256 * 1024);
   size_t have = 0;
   while (true) {
-    ssize_t n = read(fd.get(), buffer.data() + have, buffer.size() - have);
+    ssize_t n = read(in.get(), buffer.data() + have, buffer.size() - have);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return;
     have += static_cast<size_t>(n);
@@ -128,7 +141,7 @@ void EchoConnection(int raw_fd) {
       complete += message;
     }
     if (complete > 0) {
-      if (!WriteAll(fd.get(), buffer.data(), complete).ok()) return;
+      if (!WriteAll(write_fd, buffer.data(), complete).ok()) return;
       std::memmove(buffer.data(), buffer.data() + complete, have - complete);
       have -= complete;
     }
@@ -136,9 +149,12 @@ void EchoConnection(int raw_fd) {
   }
 }
 
+namespace {
+
+// Reads replies from `in` and writes requests to `out`; for a socket they are the same.
 class RawClient final : public EchoClient {
  public:
-  explicit RawClient(Fd fd) : fd_(std::move(fd)) {}
+  RawClient(int in, int out) : in_(in), out_(out == in ? -1 : out), write_fd_(out) {}
 
   absl::Status PingPong(size_t payload, int count, std::vector<int64_t>& round_trips) override {
     Prepare(payload);
@@ -161,9 +177,11 @@ class RawClient final : public EchoClient {
       }
       return absl::OkStatus();
     }
-    SetNonBlocking(fd_.get(), true);
+    SetNonBlocking(in_.get(), true);
+    SetNonBlocking(write_fd_, true);
     absl::Status status = Pipeline(in_flight, counters);
-    SetNonBlocking(fd_.get(), false);
+    SetNonBlocking(in_.get(), false);
+    SetNonBlocking(write_fd_, false);
     return status;
   }
 
@@ -176,8 +194,8 @@ class RawClient final : public EchoClient {
   }
 
   absl::Status CallOnce() {
-    if (absl::Status s = WriteAll(fd_.get(), message_.data(), message_.size()); !s.ok()) return s;
-    if (absl::Status s = ReadExact(fd_.get(), reply_.data(), reply_.size()); !s.ok()) return s;
+    if (absl::Status s = WriteAll(write_fd_, message_.data(), message_.size()); !s.ok()) return s;
+    if (absl::Status s = ReadExact(in_.get(), reply_.data(), reply_.size()); !s.ok()) return s;
     if (GetLength(reply_.data()) + kLengthSize != reply_.size()) {
       return absl::DataLossError("raw: reply of the wrong size");
     }
@@ -203,7 +221,7 @@ class RawClient final : public EchoClient {
           size_t skip = i == 0 ? sent_offset : 0;
           iov.push_back({message_.data() + skip, message_size - skip});
         }
-        ssize_t n = writev(fd_.get(), iov.data(), static_cast<int>(iov.size()));
+        ssize_t n = writev(write_fd_, iov.data(), static_cast<int>(iov.size()));
         if (n > 0) {
           progressed = true;
           size_t written = sent_offset + static_cast<size_t>(n);
@@ -213,7 +231,7 @@ class RawClient final : public EchoClient {
           return Errno("writev");
         }
       }
-      ssize_t n = read(fd_.get(), buffer.data(), buffer.size());
+      ssize_t n = read(in_.get(), buffer.data(), buffer.size());
       if (n == 0) return absl::UnavailableError("raw read: peer closed");
       if (n < 0 && errno != EAGAIN && errno != EINTR) return Errno("read");
       for (ssize_t i = 0; i < n;) {
@@ -239,8 +257,11 @@ class RawClient final : public EchoClient {
         }
       }
       if (!progressed) {
-        pollfd p{fd_.get(), static_cast<short>(POLLIN | (unsent > 0 ? POLLOUT : 0)), 0};
-        int ready = poll(&p, 1, kIoTimeoutMs);
+        const short out_events = unsent > 0 ? POLLOUT : 0;
+        const bool two = out_.get() >= 0;
+        pollfd p[2] = {{in_.get(), static_cast<short>(POLLIN | (two ? 0 : out_events)), 0},
+                       {write_fd_, out_events, 0}};
+        int ready = poll(p, two ? 2 : 1, kIoTimeoutMs);
         if (ready == 0) return absl::DeadlineExceededError("raw: no progress for 30 s");
         if (ready < 0 && errno != EINTR) return Errno("poll");
       }
@@ -248,7 +269,9 @@ class RawClient final : public EchoClient {
     return absl::OkStatus();
   }
 
-  Fd fd_;
+  Fd in_;
+  Fd out_;  // none when it is `in_`
+  int write_fd_;
   std::string message_;
   std::string reply_;
 };
@@ -257,23 +280,23 @@ class RawSystem final : public System {
  public:
   std::string_view name() const override { return "raw"; }
   std::vector<std::string> transports() const override {
-    return {"unix", "tcp", "shm", "shm-nospin"};
+    std::vector<std::string> transports = {"unix", "tcp", "shm", "shm-nospin"};
+    for (std::string_view t : RawIpcTransports()) transports.emplace_back(t);
+    return transports;
   }
 
   absl::Status Serve(std::string_view transport,
                      const std::function<void(const std::string&)>& ready) override {
     if (IsRawShmTransport(transport)) return ServeRawShm(transport, ready);
+    if (IsRawIpcTransport(transport)) return ServeRawIpc(transport, ready);
     Fd listener;
     std::string endpoint;
     if (transport == "unix") {
       // An abstract name, as courier's unix loopback endpoint uses: no file to clean up.
       std::string name = absl::StrCat("courier-bench-raw-", getpid());
-      sockaddr_un addr{};
-      addr.sun_family = AF_UNIX;
-      std::memcpy(addr.sun_path + 1, name.data(), name.size());
+      auto [addr, len] = AbstractAddress(name);
       listener = Fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
       if (listener.get() < 0) return Errno("socket");
-      socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
       if (bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) return Errno("bind");
       endpoint = "unix:@" + name;
     } else if (transport == "tcp") {
@@ -300,21 +323,18 @@ class RawSystem final : public System {
         return Errno("accept");
       }
       if (transport == "tcp") SetNoDelay(fd);
-      std::thread(EchoConnection, fd).detach();
+      std::thread(EchoStream, fd, fd).detach();
     }
   }
 
   absl::StatusOr<std::unique_ptr<EchoClient>> Connect(std::string_view transport,
                                                       const std::string& endpoint) override {
     if (IsRawShmTransport(transport)) return ConnectRawShm(transport, endpoint);
+    if (IsRawIpcTransport(transport)) return ConnectRawIpc(transport, endpoint);
     Fd fd;
     if (transport == "unix" && endpoint.starts_with("unix:@")) {
-      std::string name = endpoint.substr(6);
-      sockaddr_un addr{};
-      addr.sun_family = AF_UNIX;
-      std::memcpy(addr.sun_path + 1, name.data(), name.size());
+      auto [addr, len] = AbstractAddress(endpoint.substr(6));
       fd = Fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-      socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
       if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) return Errno("connect");
     } else if (transport == "tcp" && endpoint.starts_with("tcp://127.0.0.1:")) {
       uint32_t port = 0;
@@ -336,11 +356,15 @@ class RawSystem final : public System {
     timeval timeout{kIoTimeoutMs / 1000, 0};
     setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
     setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-    return std::make_unique<RawClient>(std::move(fd));
+    return NewStreamClient(fd.release());
   }
 };
 
 }  // namespace
+
+std::unique_ptr<EchoClient> NewStreamClient(int in, int out) {
+  return std::make_unique<RawClient>(in, out);
+}
 
 std::unique_ptr<System> NewRawSystem() { return std::make_unique<RawSystem>(); }
 

@@ -202,7 +202,7 @@ Plan MakePlan(const std::string& mode) {
   // {payload, warm-up calls, latency calls, throughput warm-up s, throughput window s}
   if (mode == "smoke") {
     plan.payloads = {{64, 50, 300, 0.05, 0.2}};
-    plan.only_transports = {"unix", "shm", "shm-nospin"};
+    plan.only_transports = {"unix", "shm", "shm-nospin", "pipe", "fifo", "udp", "mq"};
   } else if (mode == "quick") {
     plan.payloads = {
         {64, 200, 2000, 0.1, 0.4}, {4096, 200, 2000, 0.1, 0.4}, {kMiB, 5, 50, 0.15, 0.5}};
