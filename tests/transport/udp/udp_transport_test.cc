@@ -19,6 +19,7 @@
 #include "asio/io_context.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/datagram_proxy.h"
 #include "tests/testing/status_matchers.h"
 
 namespace courier::transport::udp {
@@ -237,6 +238,50 @@ TEST(UdpTransportTest, ServerGoneIsUnavailablePromptly) {
   absl::StatusOr<std::string> read = RunCoro(io, ReadN(*p.client, 1));
   EXPECT_FALSE(read.ok() && status.ok());
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+}
+
+// A network that stops delivering anything (both directions blackholed): each side probes, then
+// gives up after dead_after with kUnavailable saying the peer went silent.
+TEST(UdpTransportTest, SilentPeerIsUnavailableAfterDeadAfter) {
+  asio::io_context io;
+  auto transport = NewTransport(io.get_executor());
+  auto listener = transport->Listen(Endpoint{"udp", "127.0.0.1:0?dead_after_ms=600"});
+  ASSERT_THAT(listener, IsOk());
+  Endpoint target = (*listener)->local_endpoint();
+  target.address = target.address.substr(0, target.address.find('?'));
+  auto proxy = ::courier::testing::DatagramProxy::Start(io.get_executor(), target, 1);
+  ASSERT_THAT(proxy, IsOk());
+  std::optional<absl::StatusOr<std::unique_ptr<Connection>>> accepted;
+  asio::co_spawn(io, (*listener)->Accept(io.get_executor()),
+                 [&](std::exception_ptr, absl::StatusOr<std::unique_ptr<Connection>> r) {
+                   accepted = std::move(r);
+                 });
+  Endpoint to = (*proxy)->endpoint();
+  to.address += "?dead_after_ms=600";
+  absl::StatusOr<std::unique_ptr<Connection>> client = RunCoro(io, transport->Connect(to));
+  ASSERT_THAT(client, IsOk());
+  ASSERT_TRUE(RunUntil(io, [&] { return accepted.has_value(); }));
+  ASSERT_THAT(*accepted, IsOk());
+  std::unique_ptr<Connection> server = **std::move(accepted);
+  ASSERT_THAT(RunCoro(io, WriteAll(**client, "ping")), IsOk());
+  ASSERT_EQ(RunCoro(io, ReadN(*server, 4)).value_or(""), "ping");
+
+  for (auto direction : ::courier::testing::kBothDirections) {
+    (*proxy)->Set(direction, ::courier::testing::DatagramFault::Blackhole());
+  }
+  const auto start = std::chrono::steady_clock::now();
+  std::optional<absl::StatusOr<size_t>> client_read, server_read;
+  char a[16], b[16];
+  (*client)->AsyncRead(asio::buffer(a), [&](absl::StatusOr<size_t> r) { client_read = r; });
+  server->AsyncRead(asio::buffer(b), [&](absl::StatusOr<size_t> r) { server_read = r; });
+  ASSERT_TRUE(RunUntil(
+      io, [&] { return client_read.has_value() && server_read.has_value(); },
+      std::chrono::seconds(5)));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_THAT(*client_read, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("silent")));
+  EXPECT_THAT(*server_read, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("silent")));
+  EXPECT_GE(took, std::chrono::milliseconds(500));
+  EXPECT_LT(took, std::chrono::seconds(3));
 }
 
 TEST(UdpTransportTest, ServerRestartIsDetectedByTheIncarnation) {
