@@ -291,6 +291,34 @@ def write(directory, name, data):
         f.write(data)
 
 
+# udp_datagram: datagrams, each u16 length + bytes. Header (48 bytes, little-endian): magic "CUD1",
+# type, flags, u16 reserved, u64 session, u64 incarnation, u32 seq, u32 ack, u32 window,
+# u32 reserved, u64 aux; DATA carries a payload.
+def udp_header(kind, seq=0, ack=0, window=65536, aux=0, session=0x1122334455667788,
+               incarnation=0x99aabbccddeeff00):
+    return struct.pack('<IBBHQQIIIIQ', 0x31445543, kind, 0, 0, session, incarnation, seq, ack,
+                       window, 0, aux)
+
+
+def udp_datagrams(*datagrams):
+    return b''.join(struct.pack('<H', len(d)) + d for d in datagrams)
+
+
+UDP_SEEDS = {
+    'hello': udp_datagrams(udp_header(1)),
+    'data_in_order': udp_datagrams(udp_header(5, seq=1) + b'hello', udp_header(5, seq=2) + b'world',
+                                   udp_header(8, seq=3)),
+    'data_reordered_dup': udp_datagrams(udp_header(5, seq=2) + b'b' * 100,
+                                        udp_header(5, seq=1) + b'a' * 100,
+                                        udp_header(5, seq=1) + b'a' * 100,
+                                        udp_header(5, seq=4) + b'd'),
+    'beyond_window': udp_datagrams(udp_header(5, seq=5000) + b'x', udp_header(5, seq=0xffffffff) + b'y'),
+    'ack_with_sack': udp_datagrams(udp_header(6, ack=3, aux=0b1011)),
+    'bad_magic': udp_datagrams(b'XUD1' + udp_header(5, seq=1)[4:] + b'z'),
+    'short': udp_datagrams(udp_header(5, seq=1)[:20]),
+}
+
+
 def main():
     for name, data in FRAME_SEEDS.items():
         write(os.path.join(HERE, 'corpus', 'frame_decoder'), name, data)
@@ -300,6 +328,8 @@ def main():
         write(os.path.join(HERE, 'corpus', 'session'), name, data)
     for name, data in RING_SEEDS.items():
         write(os.path.join(HERE, 'corpus', 'shm_ring'), name, data)
+    for name, data in UDP_SEEDS.items():
+        write(os.path.join(HERE, 'corpus', 'udp_datagram'), name, data)
 
 
 if __name__ == '__main__':
