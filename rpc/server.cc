@@ -539,6 +539,13 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
     if (state->shut_down) co_return;
     if (!connection.ok()) {
       if (connection.status().code() == absl::StatusCode::kCancelled) co_return;
+      // A peer the transport refused (a malformed handshake): the listener is fine.
+      if (connection.status().code() == absl::StatusCode::kAborted) {
+        LogRateLimited(LogSeverity::kWarning, absl::StrCat("courier server: accept on ",
+                                                           listener->local_endpoint().ToString(),
+                                                           ": ", connection.status().message()));
+        continue;
+      }
       if (!failing_since) {
         failing_since = Clock::now();
         Log(LogSeverity::kWarning,

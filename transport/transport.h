@@ -113,7 +113,10 @@ class Listener {
  public:
   virtual ~Listener() = default;
   // The next connection, bound to `connection_executor` (so a server can spread connections
-  // over several reactors). kCancelled after Close().
+  // over several reactors). kCancelled after Close(). kAborted: a peer was refused (a malformed
+  // or hostile handshake), the listener is fine; log it (the message says why) and accept again
+  // at once. Anything else (kResourceExhausted: out of descriptors) is a listener in trouble:
+  // accept again after a pause.
   virtual asio::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Accept(
       asio::any_io_executor connection_executor) = 0;
   // Where peers reach us, with port 0 and temporary names resolved.

@@ -1,11 +1,18 @@
 // Keeps PROTOCOL.md honest: its worked example (client kHello, an Echo kRequest and its
 // kResponse) is rebuilt here from the real encoder and the generated wire.proto classes, compared
-// byte for byte with the hex below, which must also appear verbatim in PROTOCOL.md.
+// byte for byte with the hex below, which must also appear verbatim in PROTOCOL.md. The same goes
+// for §12.9's udp:// datagrams, built with udp::EncodeHeader and the ARQ's own sender and
+// receiver, and decoded back with udp::DecodeDatagram.
 #include <algorithm>
+#include <array>
 #include <cctype>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -13,7 +20,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
+#include "asio/buffer.hpp"
 #include "gmock/gmock.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/descriptor.pb.h"
@@ -25,6 +34,8 @@
 #include "rpc/wire.pb.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/frame.h"
+#include "transport/udp/arq.h"
+#include "transport/udp/udp_wire.h"
 
 namespace courier::transport {
 namespace {
@@ -49,6 +60,39 @@ constexpr std::string_view kErrorResponsePayloadHex =
     "12 08 0c 12 0e 75 6e 6b 6e 6f 77 6e 20 6d 65 74 68 6f 64";
 
 constexpr char kMethod[] = "/courier.examples.Echo/Say";
+
+// The six udp:// datagrams of PROTOCOL.md §12.9, as printed there.
+constexpr std::string_view kUdpHelloHex = R"(43 55 44 31 01 00 00 00 ef cd ab 89 67 45 23 01
+00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00)";
+
+constexpr std::string_view kUdpCookieHex = R"(43 55 44 31 02 00 00 00 ef cd ab 89 67 45 23 01
+10 32 54 76 98 ba dc fe 00 00 00 00 00 00 00 00
+00 00 00 00 00 00 00 00 ff ee dd cc bb aa 99 88)";
+
+constexpr std::string_view kUdpOpenHex = R"(43 55 44 31 03 00 00 00 ef cd ab 89 67 45 23 01
+10 32 54 76 98 ba dc fe 00 00 00 00 00 00 00 00
+00 00 00 00 00 00 00 00 ff ee dd cc bb aa 99 88)";
+
+constexpr std::string_view kUdpOpenAckHex = R"(43 55 44 31 04 00 00 00 ef cd ab 89 67 45 23 01
+10 32 54 76 98 ba dc fe 00 00 00 00 00 00 00 00
+00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00)";
+
+constexpr std::string_view kUdpDataHex = R"(43 55 44 31 05 00 00 00 ef cd ab 89 67 45 23 01
+10 32 54 76 98 ba dc fe 01 00 00 00 01 00 00 00
+00 00 10 00 00 00 00 00 00 00 00 00 00 00 00 00
+52 50 43 31 01 00 00 00)";
+
+constexpr std::string_view kUdpAckHex = R"(43 55 44 31 06 00 00 00 ef cd ab 89 67 45 23 01
+10 32 54 76 98 ba dc fe 00 00 00 00 02 00 00 00
+f8 ff 0f 00 00 00 00 00 00 00 00 00 00 00 00 00)";
+
+constexpr uint64_t kUdpSession = 0x0123456789abcdef;      // the client's random session
+constexpr uint64_t kUdpIncarnation = 0xfedcba9876543210;  // the server's, per Listen
+constexpr uint64_t kUdpCookie = 0x8899aabbccddeeff;       // opaque to the client
+// The DATA's payload: the first 8 bytes of the client's HELLO frame (the stream may be cut
+// anywhere).
+constexpr std::string_view kUdpDataPayloadHex = "52 50 43 31 01 00 00 00";
 
 std::string FromHex(std::string_view hex) {
   std::string out;
@@ -272,6 +316,170 @@ TEST(ProtocolExample, StatusCodeTableIsAbslAndGrpcNumbering) {
   }
 }
 
+// udp:// (PROTOCOL.md §12).
+
+std::string EncodeUdp(const udp::Header& header, std::string_view payload = {}) {
+  std::array<std::byte, udp::kHeaderSize> bytes;
+  udp::EncodeHeader(header, bytes);
+  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()) +
+         std::string(payload);
+}
+
+absl::StatusOr<udp::Datagram> DecodeUdp(const std::string& bytes) {
+  return udp::DecodeDatagram(
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
+}
+
+udp::Header UdpHeader(udp::Type type, uint64_t incarnation = 0, uint64_t aux = 0) {
+  return udp::Header{.type = type, .session = kUdpSession, .incarnation = incarnation, .aux = aux};
+}
+
+TEST(ProtocolExample, UdpHandshakeIsTheDocumentedBytes) {
+  EXPECT_EQ(ToHex(EncodeUdp(UdpHeader(udp::Type::kHello))), kUdpHelloHex);
+  EXPECT_EQ(ToHex(EncodeUdp(UdpHeader(udp::Type::kCookie, kUdpIncarnation, kUdpCookie))),
+            kUdpCookieHex);
+  EXPECT_EQ(ToHex(EncodeUdp(UdpHeader(udp::Type::kOpen, kUdpIncarnation, kUdpCookie))),
+            kUdpOpenHex);
+  EXPECT_EQ(ToHex(EncodeUdp(UdpHeader(udp::Type::kOpenAck, kUdpIncarnation))), kUdpOpenAckHex);
+}
+
+// The DATA and ACK fields come from the ARQ itself: the client's sender numbers its first
+// datagram 1, its fresh receiver expects 1 and offers its whole window; the server's receiver,
+// having taken seq 1 (8 bytes, not yet read), expects 2 and offers the window less 8.
+TEST(ProtocolExample, UdpDataAndAckAreTheDocumentedBytes) {
+  const std::string payload = FromHex(kUdpDataPayloadHex);
+  udp::Sender client_sender;
+  udp::Receiver client_receiver;
+  const asio::const_buffer write[] = {asio::buffer(payload)};
+  client_sender.Push(write);
+  std::vector<const udp::Sender::Segment*> sent = client_sender.Collect(udp::Clock::now());
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0]->seq, 1u);
+  EXPECT_EQ(sent[0]->payload, payload);
+
+  udp::Header data = UdpHeader(udp::Type::kData, kUdpIncarnation);
+  data.seq = static_cast<uint32_t>(sent[0]->seq);
+  data.ack = client_receiver.ack();
+  data.window = client_receiver.window();
+  data.aux = client_receiver.sack();
+  EXPECT_EQ(data.window, 1u << 20);
+  EXPECT_EQ(ToHex(EncodeUdp(data, sent[0]->payload)), kUdpDataHex);
+
+  udp::Receiver server_receiver;
+  ASSERT_EQ(server_receiver.OnData(data.seq, std::as_bytes(std::span(payload)), false),
+            udp::Receiver::Result::kAccepted);
+  udp::Header ack = UdpHeader(udp::Type::kAck, kUdpIncarnation);
+  ack.ack = server_receiver.ack();
+  ack.window = server_receiver.window();
+  ack.aux = server_receiver.sack();
+  EXPECT_EQ(ack.ack, 2u);
+  EXPECT_EQ(ack.window, (1u << 20) - 8);
+  EXPECT_EQ(ToHex(EncodeUdp(ack)), kUdpAckHex);
+
+  // The ACK acknowledges the DATA: nothing is left to retransmit.
+  EXPECT_EQ(client_sender.OnAck(ack.ack, ack.aux, ack.window, udp::Clock::now()), 1u);
+  EXPECT_TRUE(client_sender.idle());
+  // A retransmitted copy of seq 1 is a duplicate: dropped (the caller re-ACKs), never delivered
+  // twice.
+  EXPECT_EQ(server_receiver.OnData(data.seq, std::as_bytes(std::span(payload)), false),
+            udp::Receiver::Result::kDuplicate);
+  EXPECT_EQ(server_receiver.readable(), payload.size());
+}
+
+TEST(ProtocolExample, UdpDocumentedBytesDecodeWithTheRealDecoder) {
+  struct Expected {
+    std::string_view hex;
+    udp::Header header;
+    std::string_view payload_hex;
+  };
+  udp::Header data = UdpHeader(udp::Type::kData, kUdpIncarnation);
+  data.seq = 1;
+  data.ack = 1;
+  data.window = 1u << 20;
+  udp::Header ack = UdpHeader(udp::Type::kAck, kUdpIncarnation);
+  ack.ack = 2;
+  ack.window = (1u << 20) - 8;
+  const Expected datagrams[] = {
+      {kUdpHelloHex, UdpHeader(udp::Type::kHello), ""},
+      {kUdpCookieHex, UdpHeader(udp::Type::kCookie, kUdpIncarnation, kUdpCookie), ""},
+      {kUdpOpenHex, UdpHeader(udp::Type::kOpen, kUdpIncarnation, kUdpCookie), ""},
+      {kUdpOpenAckHex, UdpHeader(udp::Type::kOpenAck, kUdpIncarnation), ""},
+      {kUdpDataHex, data, kUdpDataPayloadHex},
+      {kUdpAckHex, ack, ""},
+  };
+  for (const Expected& e : datagrams) {
+    SCOPED_TRACE(e.hex);
+    const std::string bytes = FromHex(e.hex);
+    absl::StatusOr<udp::Datagram> d = DecodeUdp(bytes);
+    ASSERT_THAT(d, IsOk());
+    EXPECT_EQ(d->header, e.header);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(d->payload.data()), d->payload.size()),
+              FromHex(e.payload_hex));
+  }
+}
+
+// What §12.2 says DecodeDatagram rejects.
+TEST(ProtocolExample, UdpDecoderRejectsWhatTheDocumentSays) {
+  const std::string hello = FromHex(kUdpHelloHex);
+  const std::string data = FromHex(kUdpDataHex);
+  auto with = [](std::string bytes, size_t at, char value) {
+    bytes[at] = value;
+    return bytes;
+  };
+  const std::pair<std::string_view, std::string> bad[] = {
+      {"shorter than the header", hello.substr(0, 47)},
+      {"bad magic", with(hello, 3, '2')},
+      {"type 0", with(hello, 4, 0)},
+      {"type 10", with(hello, 4, 10)},
+      {"flags", with(hello, 5, 1)},
+      {"reserved at 6", with(hello, 7, 1)},
+      {"reserved at 36", with(hello, 39, 1)},
+      {"payload on HELLO", hello + "x"},
+      {"DATA without payload", data.substr(0, 48)},
+      {"DATA with seq 0", with(data, 24, 0)},
+      {"FIN with seq 0", with(hello, 4, 8)},
+  };
+  for (const auto& [what, bytes] : bad) {
+    EXPECT_EQ(DecodeUdp(bytes).status().code(), absl::StatusCode::kDataLoss) << what;
+  }
+  // Types 1 to 9 are known; every one but DATA carries no payload.
+  for (int type = 1; type <= 9; ++type) {
+    if (type == 5 || type == 8) continue;
+    EXPECT_THAT(DecodeUdp(with(hello, 4, char(type))), IsOk()) << type;
+  }
+}
+
+TEST(ProtocolExample, UdpConstantsAreTheDocumentedOnes) {
+  EXPECT_EQ(udp::kHeaderSize, 48u);
+  EXPECT_EQ(udp::kMagic, 0x31445543u);
+  EXPECT_EQ(udp::kMaxUdpPayloadV4, 65507u);
+  EXPECT_EQ(udp::kMaxUdpPayloadV6, 65527u);
+  EXPECT_EQ(udp::kMaxInFlight, 4096u);
+  EXPECT_EQ(udp::kSackBits, 64);
+  EXPECT_EQ(udp::kFastRetransmitAfter, 3);
+  const udp::SenderOptions defaults;
+  EXPECT_EQ(defaults.initial_rto, std::chrono::milliseconds(20));
+  EXPECT_EQ(defaults.min_rto, std::chrono::milliseconds(2));
+  EXPECT_EQ(defaults.max_rto, std::chrono::seconds(1));
+  const std::pair<udp::Type, int> types[] = {
+      {udp::Type::kHello, 1},   {udp::Type::kCookie, 2}, {udp::Type::kOpen, 3},
+      {udp::Type::kOpenAck, 4}, {udp::Type::kData, 5},   {udp::Type::kAck, 6},
+      {udp::Type::kProbe, 7},   {udp::Type::kFin, 8},    {udp::Type::kReset, 9}};
+  for (auto [type, value] : types) EXPECT_EQ(static_cast<int>(type), value);
+  // 32-bit wire seqs widen to the 64-bit position nearest the reference (§12.4).
+  EXPECT_EQ(udp::Widen(2, 0xfffffffeull), 0x100000002ull);
+  EXPECT_EQ(udp::Widen(0xffffffff, 0x100000001ull), 0xffffffffull);
+}
+
+// §12.3: the cookie is SipHash-2-4; this is the reference vector of the SipHash paper (key
+// 00..0f, message 00..0e).
+TEST(ProtocolExample, UdpSipHashIsTheReferenceSipHash24) {
+  const uint64_t key[2] = {0x0706050403020100ull, 0x0f0e0d0c0b0a0908ull};
+  std::array<std::byte, 15> message;
+  for (size_t i = 0; i < message.size(); ++i) message[i] = std::byte(i);
+  EXPECT_EQ(udp::SipHash24(key, message), 0xa129ca6149be45e5ull);
+}
+
 // A file of the source tree, found from this file's path (CMake passes absolute source paths);
 // nullopt if it is not where that says.
 std::optional<std::string> SourceFile(const std::string& relative) {
@@ -294,7 +502,8 @@ TEST(ProtocolExample, DocumentContainsTheSameHex) {
   std::optional<std::string> doc = SourceFile("PROTOCOL.md");
   if (!doc) GTEST_SKIP() << "cannot find PROTOCOL.md beside " << __FILE__;
   for (std::string_view hex :
-       {kClientHelloHex, kRequestHex, kResponseHex, kErrorResponsePayloadHex}) {
+       {kClientHelloHex, kRequestHex, kResponseHex, kErrorResponsePayloadHex, kUdpHelloHex,
+        kUdpCookieHex, kUdpOpenHex, kUdpOpenAckHex, kUdpDataHex, kUdpAckHex}) {
     EXPECT_NE(doc->find(hex), std::string::npos) << "PROTOCOL.md lacks:\n" << hex;
   }
 }

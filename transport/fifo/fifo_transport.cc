@@ -260,10 +260,9 @@ struct ListenerState {
     const Clock::time_point now = Clock::now();
     if (last_report && now - *last_report < kReportInterval) return;
     last_report = now;
-    Report(absl::Status(why.code(),
-                        absl::StrCat("fifo listen ", address.path, ": dropped ", dropped_unreported,
-                                     " connect record(s) (", stats.dropped_records,
-                                     " in all), the last: ", why.message())));
+    Report(absl::AbortedError(absl::StrCat(
+        "fifo listen ", address.path, ": dropped ", dropped_unreported, " connect record(s) (",
+        stats.dropped_records, " in all), the last: ", why.message())));
     dropped_unreported = 0;
   }
 };

@@ -141,8 +141,14 @@ std::vector<const Sender::Segment*> Sender::Collect(Clock::time_point now) {
 }
 
 std::optional<Clock::time_point> Sender::NextTimeout() const {
+  // Only what Collect() would resend: a datagram that was sent but lies beyond a window the peer
+  // has since shrunk waits for the peer's next ACK (or a probe's answer), not for a timer that
+  // would fire again at once, and again.
   std::optional<Clock::time_point> at;
+  uint64_t bytes = 0;
   for (const Segment& s : segments_) {
+    bytes += s.payload.size();
+    if (s.seq - acked_ >= kMaxInFlight || bytes > peer_window_) break;
     if (s.transmissions == 0 || s.sacked) continue;
     Clock::time_point due = s.sent + rto_;
     if (!at || due < *at) at = due;

@@ -292,8 +292,12 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
  private:
+  // Whether datagrams to the peer travel as IPv6: an IPv4 client of a dual-stack listener (an
+  // IPv4-mapped peer) gets IPv4's smaller datagram limit.
   bool IsV6() const {
     asio::error_code ec;
+    const asio::ip::address peer = socket_.remote_endpoint(ec).address();
+    if (!ec) return peer.is_v6() && !peer.to_v6().is_v4_mapped();
     return socket_.local_endpoint(ec).address().is_v6();
   }
   static absl::Status Cancelled(const char* op) {

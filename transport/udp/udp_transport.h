@@ -5,7 +5,7 @@
 // RPC message; larger ones are refused with kResourceExhausted before sending, and the peer's
 // frame decoder never reassembles more), reach kNetwork.
 //
-// How (PROTOCOL-udp.md has the wire rules): a stateless cookie handshake (HELLO → COOKIE → OPEN
+// How (PROTOCOL.md §12 has the wire rules): a stateless cookie handshake (HELLO → COOKIE → OPEN
 // → OPEN_ACK), then a selective-repeat ARQ (arq.h): per-direction datagram seqs from 1,
 // cumulative ACK + 64-bit SACK + receive window in bytes, RTO from RTT samples (RFC 6298, Karn's
 // rule) clamped to [2 ms, 1 s], starting at 20 ms and doubling per timeout, fast retransmit of a
@@ -29,8 +29,9 @@
 // until it is acknowledged; data arriving after Close() is answered with RESET.
 //
 // Bounds (what a peer can make us spend):
-//   per connection: send buffer <= window + one datagram (a larger Write waits for acks); receive
-//   buffer (in order + out of order)
+//   per connection: send buffer <= window, or one Write when it is empty (TryWrite takes a whole
+//   Write then; AsyncWrite feeds a larger one in as acks free room); receive buffer (in order + out
+//   of order)
 //     <= window bytes and kMaxInFlight (4096) datagrams; one receive buffer of 64 KiB.
 //   per listener: no state before a valid OPEN (cookie = SipHash(secret, address, port,
 //     session)); at most 64 connections waiting for Accept and `max_connections` open; beyond
@@ -74,7 +75,8 @@ struct ConnectionStats {
   uint64_t datagrams_sent = 0;
   uint64_t datagrams_received = 0;
   uint64_t retransmits = 0;
-  uint64_t duplicates = 0;     // DATA below the ack, dropped and re-ACKed
+  uint64_t duplicates =
+      0;  // DATA or FIN already received (below the ack or held out of order): dropped, re-ACKed
   uint64_t out_of_window = 0;  // DATA beyond the window or with no room, dropped
 };
 // nullopt if `connection` is not a udp connection.

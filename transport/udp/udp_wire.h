@@ -1,4 +1,4 @@
-// The udp:// datagram header (PROTOCOL-udp.md has the full rules), pure: no I/O, so tests and
+// The udp:// datagram header (PROTOCOL.md §12 has the full rules), pure: no I/O, so tests and
 // fuzz targets need no sockets. Every datagram is one fixed 48-byte header, then (DATA only) the
 // payload; integers little-endian:
 //   0 u32 magic 0x31445543 ("CUD1") | 4 u8 type | 5 u8 flags (0) | 6 u16 reserved (0)

@@ -269,6 +269,7 @@ TEST_F(FifoTransportTest, GarbageRecordsAreDroppedAndCounted) {
   ASSERT_THAT(*client, IsOk());
   ExpectRoundTrip(***client, *server, "still");
   ASSERT_EQ(errors.size(), 1u);  // one report per second at most
+  EXPECT_EQ(errors[0].code(), absl::StatusCode::kAborted) << errors[0];
   EXPECT_THAT(errors[0].message(), HasSubstr("dropped"));
   EXPECT_EQ(StatsOf(**listener)->dropped_records, garbage.size());
   // What was not the client's own FIFO pair is left alone.

@@ -64,12 +64,14 @@ asio::awaitable<absl::Status> WriteAll(Connection& connection, std::string data)
 // Reads until end of stream (or `limit` bytes); an error ends it too.
 asio::awaitable<absl::StatusOr<std::string>> ReadAll(Connection& connection, size_t limit) {
   std::string out;
-  char buffer[4096];
+  // On the heap, not in the coroutine frame: GCC 12's Debug build then flags Asio's frame
+  // allocation as a mismatched new/delete (-Wmismatched-new-delete, a false positive).
+  std::string buffer(4096, '\0');
   while (out.size() < limit) {
     absl::StatusOr<size_t> n = co_await connection.Read(asio::buffer(buffer));
     if (!n.ok()) co_return n.status();
     if (*n == 0) break;
-    out.append(buffer, *n);
+    out.append(buffer.data(), *n);
   }
   co_return out;
 }
