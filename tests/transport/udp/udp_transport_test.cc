@@ -192,16 +192,16 @@ TEST_P(LossTest, OneMebibyteAndManySmallWritesArriveIntactAndInOrder) {
   std::string small;
   for (int i = 0; i < 200; ++i) small += Pattern(1 + i % 50, i);
   std::optional<absl::Status> written;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<absl::Status> {
-        absl::Status s = co_await WriteAll(**client, big);
-        for (int i = 0, at = 0; i < 200 && s.ok(); at += 1 + i % 50, ++i) {
-          s = co_await WriteAll(**client, small.substr(at, 1 + i % 50));
-        }
-        co_return s;
-      }(),
-      [&](std::exception_ptr, absl::Status s) { written = s; });
+  // A named lambda: a coroutine lambda's captures live in the lambda object, which must outlive
+  // the coroutine (a temporary would die at the end of the co_spawn statement).
+  auto write_all = [&]() -> asio::awaitable<absl::Status> {
+    absl::Status s = co_await WriteAll(**client, big);
+    for (int i = 0, at = 0; i < 200 && s.ok(); at += 1 + i % 50, ++i) {
+      s = co_await WriteAll(**client, small.substr(at, 1 + i % 50));
+    }
+    co_return s;
+  };
+  asio::co_spawn(io, write_all(), [&](std::exception_ptr, absl::Status s) { written = s; });
   absl::StatusOr<std::string> got =
       RunCoro(io, ReadN(server, big.size() + small.size()), std::chrono::seconds(60));
   ASSERT_THAT(got, IsOk());
