@@ -39,8 +39,10 @@ Session::Session(std::unique_ptr<transport::Connection> connection, SessionOptio
     : executor_(connection->executor()),
       options_(std::move(options)),
       peer_(connection->peer()),
-      framed_(std::move(connection), transport::FrameLimits{FrameLimitFor(MessageLimit(
-                                         options_.max_message_size, connection->traits()))}),
+      traits_(connection->traits()),
+      framed_(
+          std::move(connection),
+          transport::FrameLimits{FrameLimitFor(MessageLimit(options_.max_message_size, traits_))}),
       keepalive_timer_(executor_),
       watchdog_(executor_),
       flush_timer_(executor_),

@@ -176,6 +176,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::any_io_executor executor_;
   SessionOptions options_;
   transport::PeerInfo peer_;
+  // Read from the connection before framed_ takes it (members initialise in this order).
+  transport::Traits traits_;
   transport::FramedConnection framed_;
   std::deque<transport::Frame> outbox_;
   std::vector<transport::Frame> writing_;            // the batch being written
