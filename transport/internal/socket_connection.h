@@ -269,12 +269,12 @@ class SocketConnection final : public Connection {
   }
 
   Traits traits() const override {
-    return Traits{.message_boundaries = false,
-                  .reliable = true,
-                  .max_message = 0,
-                  .duplex = true,
-                  .reach = std::is_same_v<Protocol, asio::ip::tcp> ? Reach::kNetwork
-                                                                   : Reach::kSameHost};
+    return Traits{
+        .message_boundaries = false,
+        .reliable = true,
+        .max_message = 0,
+        .duplex = true,
+        .reach = std::is_same_v<Protocol, asio::ip::tcp> ? Reach::kNetwork : Reach::kSameHost};
   }
   PeerInfo peer() const override { return peer_; }
   asio::any_io_executor executor() const override { return executor_; }
