@@ -13,7 +13,6 @@ namespace courier::codegen {
 namespace {
 
 using google::protobuf::FileDescriptor;
-using google::protobuf::MethodDescriptor;
 
 bool ParseOptions(const std::string& parameter, Options& options, std::string* error) {
   std::vector<std::pair<std::string, std::string>> pairs;
@@ -22,28 +21,6 @@ bool ParseOptions(const std::string& parameter, Options& options, std::string* e
     *error = absl::StrCat("protoc-gen-courier: unknown option '", key,
                           "' (this version takes no options)");
     return false;
-  }
-  return true;
-}
-
-// Streaming calls are not supported yet: refuse them by name rather than emit code that
-// compiles and then misbehaves.
-bool CheckUnary(const FileDescriptor& file, std::string* error) {
-  for (int s = 0; s < file.service_count(); ++s) {
-    for (int m = 0; m < file.service(s)->method_count(); ++m) {
-      const MethodDescriptor& method = *file.service(s)->method(m);
-      if (!method.client_streaming() && !method.server_streaming()) continue;
-      const char* kind = method.client_streaming() && method.server_streaming()
-                             ? "bidirectional streaming"
-                         : method.client_streaming() ? "client streaming"
-                                                     : "server streaming";
-      // protoc prefixes the file name.
-      *error =
-          absl::StrCat("service ", file.service(s)->name(), ", method ", method.name(), ": ", kind,
-                       " methods are not supported by protoc-gen-courier yet; "
-                       "only unary methods are");
-      return false;
-    }
   }
   return true;
 }
@@ -75,8 +52,7 @@ bool Generator::Generate(const FileDescriptor* file, const std::string& paramete
                          google::protobuf::compiler::GeneratorContext* context,
                          std::string* error) const {
   Options options;
-  if (!ParseOptions(parameter, options, error) || !CheckUnary(*file, error) ||
-      !CheckNames(*file, error)) {
+  if (!ParseOptions(parameter, options, error) || !CheckNames(*file, error)) {
     return false;
   }
   const std::string base = StripProto(file->name());

@@ -157,6 +157,13 @@ std::map<std::string, std::string> MethodVars(const MethodDescriptor& method) {
   return vars;
 }
 
+MethodKind KindOf(const MethodDescriptor& method) {
+  if (method.client_streaming() && method.server_streaming()) return MethodKind::kBidiStreaming;
+  if (method.client_streaming()) return MethodKind::kClientStreaming;
+  if (method.server_streaming()) return MethodKind::kServerStreaming;
+  return MethodKind::kUnary;
+}
+
 template <typename Descriptor>
 std::string LeadingComment(const Descriptor& descriptor, const std::string& indent) {
   google::protobuf::SourceLocation location;

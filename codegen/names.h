@@ -24,6 +24,9 @@ std::map<std::string, std::string> ServiceVars(const google::protobuf::ServiceDe
 // (kMMethodName), Request, Response (qualified C++ types), plus the service's variables.
 std::map<std::string, std::string> MethodVars(const google::protobuf::MethodDescriptor& method);
 
+enum class MethodKind { kUnary, kServerStreaming, kClientStreaming, kBidiStreaming };
+MethodKind KindOf(const google::protobuf::MethodDescriptor& method);
+
 // The .proto's leading comment on `descriptor` as "// " lines (empty if none).
 template <typename Descriptor>
 std::string LeadingComment(const Descriptor& descriptor, const std::string& indent);

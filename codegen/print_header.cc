@@ -30,21 +30,107 @@ class $ServiceClass$ : public ::courier::ServiceBase {
   }
   printer.Print(vars, "\n$ServiceClass$();\n");
   for (int i = 0; i < service.method_count(); ++i) {
+    const google::protobuf::MethodDescriptor& method = *service.method(i);
     printer.Print("\n");
-    printer.Print(LeadingComment(*service.method(i), "").c_str());
-    printer.Print(MethodVars(*service.method(i)), R"cc(// Default: completes with UNIMPLEMENTED.
-virtual ::asio::awaitable<::absl::StatusOr<$Response$>> $Method$(
+    printer.Print(LeadingComment(method, "").c_str());
+    printer.Print("// Default: completes with UNIMPLEMENTED.\n");
+    switch (KindOf(method)) {
+      case MethodKind::kUnary:
+        printer.Print(MethodVars(method), R"cc(virtual ::asio::awaitable<::absl::StatusOr<$Response$>> $Method$(
     ::courier::ServerContext& ctx, $Request$ request);
 )cc");
+        break;
+      case MethodKind::kServerStreaming:
+        printer.Print(MethodVars(method), R"cc(// Write each response, then return the status the call ends with.
+virtual ::asio::awaitable<::absl::Status> $Method$(
+    ::courier::ServerContext& ctx, $Request$ request,
+    ::courier::ServerWriter<$Response$>& writer);
+)cc");
+        break;
+      case MethodKind::kClientStreaming:
+        printer.Print(MethodVars(method), R"cc(// Read the requests until std::nullopt, then return the response.
+virtual ::asio::awaitable<::absl::StatusOr<$Response$>> $Method$(
+    ::courier::ServerContext& ctx, ::courier::ServerReader<$Request$>& reader);
+)cc");
+        break;
+      case MethodKind::kBidiStreaming:
+        printer.Print(MethodVars(method), R"cc(// Read and write in any order, then return the status the call ends with.
+virtual ::asio::awaitable<::absl::Status> $Method$(
+    ::courier::ServerContext& ctx,
+    ::courier::ServerReaderWriter<$Request$, $Response$>& stream);
+)cc");
+        break;
+    }
   }
   printer.Outdent();
   printer.Print("};\n\n");
 }
 
 // Stub methods take the request by reference: it is serialized before they return.
+void PrintStreamingStubMethod(Printer& printer, const google::protobuf::MethodDescriptor& method) {
+  switch (KindOf(method)) {
+    case MethodKind::kServerStreaming:
+      printer.Print(MethodVars(method), R"cc(// Sends `request` and returns the call: Read() until std::nullopt, then Finish().
+// Use on the channel's executor.
+::courier::ClientReader<$Response$> $Method$(
+    const $Request$& request, ::courier::CallOptions options = {}) {
+  return ::courier::internal::OpenServerStream<$Response$>(
+      channel_, $ServiceClass$::$Constant$, request, std::move(options));
+}
+// $Method$() with blocking Read() and Finish(); the channel's executor must run on another.
+::courier::BlockingClientReader<$Response$> Blocking$Method$(
+    const $Request$& request, ::courier::CallOptions options = {}) {
+  return ::courier::internal::BlockingOpenServerStream<$Response$>(
+      channel_, $ServiceClass$::$Constant$, request, std::move(options));
+}
+)cc");
+      break;
+    case MethodKind::kClientStreaming:
+      printer.Print(MethodVars(method), R"cc(// Opens the call: Write() each request, then Finish() for the response.
+// Use on the channel's executor.
+::courier::ClientWriter<$Request$, $Response$> $Method$(::courier::CallOptions options = {}) {
+  return ::courier::internal::OpenStreamCall<::courier::ClientWriter<$Request$, $Response$>>(
+      channel_, $ServiceClass$::$Constant$, std::move(options));
+}
+// $Method$() with blocking calls; the channel's executor must run on another thread.
+::courier::BlockingClientWriter<$Request$, $Response$> Blocking$Method$(
+    ::courier::CallOptions options = {}) {
+  return ::courier::internal::BlockingOpenStreamCall<
+      ::courier::BlockingClientWriter<$Request$, $Response$>>(
+      channel_, $ServiceClass$::$Constant$, std::move(options));
+}
+)cc");
+      break;
+    case MethodKind::kBidiStreaming:
+      printer.Print(MethodVars(method), R"cc(// Opens the call: Write() and Read() in any order, WritesDone(), then Finish().
+// Use on the channel's executor.
+::courier::ClientReaderWriter<$Request$, $Response$> $Method$(
+    ::courier::CallOptions options = {}) {
+  return ::courier::internal::OpenStreamCall<
+      ::courier::ClientReaderWriter<$Request$, $Response$>>(
+      channel_, $ServiceClass$::$Constant$, std::move(options));
+}
+// $Method$() with blocking calls; the channel's executor must run on another thread.
+::courier::BlockingClientReaderWriter<$Request$, $Response$> Blocking$Method$(
+    ::courier::CallOptions options = {}) {
+  return ::courier::internal::BlockingOpenStreamCall<
+      ::courier::BlockingClientReaderWriter<$Request$, $Response$>>(
+      channel_, $ServiceClass$::$Constant$, std::move(options));
+}
+)cc");
+      break;
+    case MethodKind::kUnary:
+      break;
+  }
+}
+
 void PrintStubMethod(Printer& printer, const google::protobuf::MethodDescriptor& method) {
   printer.Print("\n");
   printer.Print(LeadingComment(method, "").c_str());
+  if (KindOf(method) != MethodKind::kUnary) {
+    PrintStreamingStubMethod(printer, method);
+    return;
+  }
   printer.Print(MethodVars(method), R"cc(::asio::awaitable<::absl::StatusOr<$Response$>> $Method$(
     const $Request$& request, ::courier::CallOptions options = {}) {
   return ::courier::internal::UnaryCall<$Response$>(
@@ -103,6 +189,7 @@ void PrintHeader(Printer& printer, const FileDescriptor& file) {
 #include "rpc/call.h"
 #include "rpc/channel.h"
 #include "rpc/service.h"
+#include "rpc/stream.h"
 #include "rpc/stub_support.h"
 
 )cc");

@@ -20,11 +20,39 @@ void PrintDispatch(Printer& printer, const ServiceDescriptor& service) {
   printer.Indent();
   // `this->`: a method named like a lambda parameter (`request`, `ctx`) must still be found.
   for (int i = 0; i < service.method_count(); ++i) {
-    printer.Print(MethodVars(*service.method(i)), R"cc(AddMethod<$Request$, $Response$>(
+    const google::protobuf::MethodDescriptor& method = *service.method(i);
+    switch (KindOf(method)) {
+      case MethodKind::kUnary:
+        printer.Print(MethodVars(method), R"cc(AddMethod<$Request$, $Response$>(
     $Constant$, [this](::courier::ServerContext& ctx, $Request$ request) {
       return this->$Method$(ctx, std::move(request));
     });
 )cc");
+        break;
+      case MethodKind::kServerStreaming:
+        printer.Print(MethodVars(method), R"cc(AddServerStreamingMethod<$Request$, $Response$>(
+    $Constant$, [this](::courier::ServerContext& ctx, $Request$ request,
+                       ::courier::ServerWriter<$Response$>& writer) {
+      return this->$Method$(ctx, std::move(request), writer);
+    });
+)cc");
+        break;
+      case MethodKind::kClientStreaming:
+        printer.Print(MethodVars(method), R"cc(AddClientStreamingMethod<$Request$, $Response$>(
+    $Constant$, [this](::courier::ServerContext& ctx, ::courier::ServerReader<$Request$>& reader) {
+      return this->$Method$(ctx, reader);
+    });
+)cc");
+        break;
+      case MethodKind::kBidiStreaming:
+        printer.Print(MethodVars(method), R"cc(AddBidiStreamingMethod<$Request$, $Response$>(
+    $Constant$, [this](::courier::ServerContext& ctx,
+                       ::courier::ServerReaderWriter<$Request$, $Response$>& stream) {
+      return this->$Method$(ctx, stream);
+    });
+)cc");
+        break;
+    }
   }
   printer.Outdent();
   printer.Print("}\n");
@@ -32,12 +60,43 @@ void PrintDispatch(Printer& printer, const ServiceDescriptor& service) {
 
 void PrintDefaultHandlers(Printer& printer, const ServiceDescriptor& service) {
   for (int i = 0; i < service.method_count(); ++i) {
-    printer.Print(MethodVars(*service.method(i)), R"cc(
+    const google::protobuf::MethodDescriptor& method = *service.method(i);
+    switch (KindOf(method)) {
+      case MethodKind::kUnary:
+        printer.Print(MethodVars(method), R"cc(
 ::asio::awaitable<::absl::StatusOr<$Response$>> $ServiceClass$::$Method$(
     ::courier::ServerContext& /*ctx*/, $Request$ /*request*/) {
   return ::courier::internal::Unimplemented<$Response$>($Constant$);
 }
 )cc");
+        break;
+      case MethodKind::kServerStreaming:
+        printer.Print(MethodVars(method), R"cc(
+::asio::awaitable<::absl::Status> $ServiceClass$::$Method$(
+    ::courier::ServerContext& /*ctx*/, $Request$ /*request*/,
+    ::courier::ServerWriter<$Response$>& /*writer*/) {
+  return ::courier::internal::UnimplementedStream($Constant$);
+}
+)cc");
+        break;
+      case MethodKind::kClientStreaming:
+        printer.Print(MethodVars(method), R"cc(
+::asio::awaitable<::absl::StatusOr<$Response$>> $ServiceClass$::$Method$(
+    ::courier::ServerContext& /*ctx*/, ::courier::ServerReader<$Request$>& /*reader*/) {
+  return ::courier::internal::Unimplemented<$Response$>($Constant$);
+}
+)cc");
+        break;
+      case MethodKind::kBidiStreaming:
+        printer.Print(MethodVars(method), R"cc(
+::asio::awaitable<::absl::Status> $ServiceClass$::$Method$(
+    ::courier::ServerContext& /*ctx*/,
+    ::courier::ServerReaderWriter<$Request$, $Response$>& /*stream*/) {
+  return ::courier::internal::UnimplementedStream($Constant$);
+}
+)cc");
+        break;
+    }
   }
 }
 

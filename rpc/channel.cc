@@ -47,6 +47,7 @@ struct PendingCall {
   Clock::time_point deadline = Clock::time_point::max();
   bool wait_for_ready = false;
   bool gave_up = false;  // the deadline passed or the caller was cancelled
+  ClientStream* stream = nullptr;  // a streaming call's (which owns this PendingCall)
 };
 
 // A reactor thread a channel owns (Channel::Create(uri)). The thread holds a reference, so the
@@ -83,7 +84,7 @@ class ClientSession final : public Session {
  private:
   void OnHandshake() override { handshake_wait_.cancel(); }
   void OnQueueDrained() override {
-    if (channel_ != nullptr) channel_->PumpWaiting();
+    if (channel_ != nullptr) channel_->OnQueueDrained(*this);
   }
   void OnFrame(Frame frame) override {
     switch (frame.type) {
@@ -97,6 +98,15 @@ class ClientSession final : public Session {
       case FrameType::kGoAway:
         draining = true;
         if (channel_ != nullptr) channel_->OnGoAway(*this);
+        break;
+      case FrameType::kMessage:
+      case FrameType::kWindow:
+        if (frame.call_id == 0) {
+          Close(absl::DataLossError(absl::StrCat(
+              "protocol error: frame type ", static_cast<int>(frame.type), " with call id 0")));
+          return;
+        }
+        if (channel_ != nullptr) channel_->OnStreamFrame(*this, frame);
         break;
       default:
         break;  // requests and cancels are not for clients; unknown types are ignored
@@ -291,6 +301,11 @@ asio::awaitable<absl::StatusOr<internal::Reply>> Channel::CallEncoded(
                       absl::StrCat(transport::AsAbsl(method), ": deadline exceeded"))
                 : absl::CancelledError(absl::StrCat(transport::AsAbsl(method), ": call cancelled"));
   }
+  AfterCall(session);
+  co_return result;
+}
+
+void Channel::AfterCall(ClientSession* session) {
   if (session != nullptr && session->draining && session->calls == 0 && !session->closed()) {
     session->Close(absl::CancelledError("drained after goaway"));
   }
@@ -303,7 +318,103 @@ asio::awaitable<absl::StatusOr<internal::Reply>> Channel::CallEncoded(
     std::erase_if(waiting_, [this](uint32_t id) { return !pending_.contains(id); });
   }
   PumpWaiting();  // a slot may have come free
-  co_return result;
+}
+
+std::shared_ptr<internal::ClientStream> Channel::OpenStream(std::string_view method,
+                                                            CallOptions options) {
+  using internal::ClientStream;
+  if (closed_) {
+    return ClientStream::Failed(executor_,
+                                absl::CancelledError(absl::StrCat("channel to ", uri_, " is closed")));
+  }
+  if (absl::Status s = internal::ValidateMetadata(options.metadata); !s.ok()) {
+    return ClientStream::Failed(executor_, transport::Annotate(s, method));
+  }
+  const uint32_t call_id = NextCallId();
+  auto stream = std::make_shared<ClientStream>(shared_from_this(), call_id, options_.stream_window,
+                                               options_.max_message_size);
+  stream->method_ = std::string(method);
+  stream->response_metadata_ = options.response_metadata;
+  PendingCall& call = *stream->call_;
+  call.stream = stream.get();
+  call.wait_for_ready = options.wait_for_ready;
+  call.deadline = options.timeout == Clock::duration::max()
+                      ? Clock::time_point::max()
+                      : Clock::now() + std::max(options.timeout, Clock::duration::zero());
+  // No end-of-stream flag: the request opens a stream; its messages follow in kMessage frames.
+  call.request = Frame{FrameType::kRequest, 0, call_id,
+                       internal::EncodeRequest(method, options, 0, [](char*) {})};
+  stream->registered_ = true;
+  pending_.emplace(call_id, &call);
+  streams_.emplace(call_id, stream);
+  if (call.deadline != Clock::time_point::max()) {
+    deadlines_.insert({call.deadline, call_id});
+    WatchDeadline(call.deadline);
+  }
+  Dispatch(call_id, call);
+  return stream;
+}
+
+void Channel::StreamEnded(PendingCall& call, absl::Status status, bool cancel_on_wire) {
+  internal::ClientStream& stream = *call.stream;
+  stream.End(std::move(status), true);
+  ClientSession* session = call.session;
+  if (cancel_on_wire && session != nullptr && !session->closed() &&
+      !session->Unsend(call.sequence)) {
+    session->Send(Frame{FrameType::kCancel, 0, stream.call_id(), {}});
+  }
+  stream.Detach();
+  if (auto it = streams_.find(stream.call_id()); it != streams_.end()) {
+    asio::post(executor_, [self = shared_from_this(), s = it->second] { self->ReleaseStream(s); });
+  }
+}
+
+void Channel::ReleaseStream(std::shared_ptr<internal::ClientStream> stream) {
+  if (!stream->registered_) return;
+  stream->registered_ = false;
+  PendingCall& call = *stream->call_;
+  const uint32_t call_id = stream->call_id();
+  pending_.erase(call_id);
+  if (call.deadline != Clock::time_point::max()) deadlines_.erase({call.deadline, call_id});
+  ClientSession* session = call.session;
+  if (session != nullptr) --session->calls;
+  stream->Detach();
+  streams_.erase(call_id);
+  AfterCall(session);
+}
+
+void Channel::OnStreamFrame(ClientSession& session, Frame& frame) {
+  auto it = pending_.find(frame.call_id);
+  // A call that ended or that we gave up on: what crossed our cancel is ignored.
+  if (it == pending_.end() || it->second->session != &session) return;
+  PendingCall& call = *it->second;
+  if (call.stream == nullptr) {
+    session.Close(absl::DataLossError(absl::StrCat("protocol error: frame type ",
+                                                   static_cast<int>(frame.type),
+                                                   " for unary call ", frame.call_id)));
+    return;
+  }
+  if (call.result || call.gave_up) return;
+  if (frame.type == FrameType::kWindow) {
+    if (absl::Status s = call.stream->Credit(frame); !s.ok()) session.Close(s);
+    return;
+  }
+  bool fatal = false;
+  absl::Status s = call.stream->Receive(frame, fatal);
+  if (s.ok()) return;
+  if (fatal) {
+    session.Close(s);
+    return;
+  }
+  call.gave_up = true;
+  StreamEnded(call, std::move(s), true);
+}
+
+void Channel::OnQueueDrained(ClientSession& session) {
+  PumpWaiting();
+  for (auto& [id, stream] : streams_) {
+    if (stream->call_->session == &session && !stream->queue_empty()) stream->Pump();
+  }
 }
 
 bool Channel::CanSendNow() const {
@@ -344,6 +455,15 @@ void Channel::Dispatch(uint32_t call_id, PendingCall& call) {
 void Channel::SendOn(ClientSession& session, uint32_t call_id, PendingCall& call) {
   const size_t limit = std::min(session.peer_max_frame_payload(),
                                 size_t(internal::FrameLimitFor(options_.max_message_size)));
+  if (call.stream != nullptr && (session.peer_stream_window() == 0 || options_.stream_window == 0)) {
+    Complete(call, absl::UnimplementedError(absl::StrCat(
+                       call.stream->method_, ": ", uri_,
+                       options_.stream_window == 0
+                           ? " is a channel with streaming calls turned off (stream_window 0)"
+                           : " does not take streaming calls (its hello announced no stream "
+                             "window)")));
+    return;
+  }
   if (call.request.payload.size() > limit) {
     Complete(call, absl::ResourceExhaustedError(
                        absl::StrCat("request frame of ", call.request.payload.size(),
@@ -353,6 +473,14 @@ void Channel::SendOn(ClientSession& session, uint32_t call_id, PendingCall& call
   call.session = &session;
   ++session.calls;
   call.sequence = session.Send(std::move(call.request));
+  if (call.stream != nullptr) {
+    // The largest message the server takes: its frame limit less the room it keeps for a header.
+    const size_t frame = session.peer_max_frame_payload();
+    const size_t peer = frame > internal::kMaxHeaderOverhead ? frame - internal::kMaxHeaderOverhead
+                                                            : frame;
+    call.stream->Attach(&session, session.peer_stream_window(),
+                        std::min(peer, options_.max_message_size));
+  }
 }
 
 void Channel::PumpWaiting() {
@@ -416,12 +544,26 @@ void Channel::Resume(PendingCall& call, bool inline_resume) {
 void Channel::GiveUp(PendingCall& call) {
   if (call.result || call.gave_up) return;
   call.gave_up = true;
+  if (call.stream != nullptr) {
+    const std::string_view method = call.stream->method_;
+    StreamEnded(call,
+                Clock::now() >= call.deadline
+                    ? absl::DeadlineExceededError(
+                          absl::StrCat(transport::AsAbsl(method), ": deadline exceeded"))
+                    : absl::CancelledError(absl::StrCat(transport::AsAbsl(method), ": call cancelled")),
+                true);
+    return;
+  }
   Resume(call, false);
 }
 
 void Channel::Complete(PendingCall& call, absl::StatusOr<internal::Reply> result) {
   if (call.result) return;
   call.result = std::move(result);
+  if (call.stream != nullptr) {
+    StreamEnded(call, call.result->status(), false);
+    return;
+  }
   Resume(call, false);
 }
 
@@ -544,7 +686,8 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<ClientSession>>> Channel::DialOnc
   session_options.keepalive_timeout = options_.keepalive_timeout;
   session_options.stall_timeout = options_.frame_stall_timeout;
   session_options.max_queued_bytes = options_.max_queued_bytes;
-  session_options.pause_reading_when_over_bound = false;  // new calls wait in the channel instead
+  session_options.pause_reading_when_over_bound = false;
+  session_options.stream_window = options_.stream_window;  // new calls wait in the channel instead
   session_options.peer_name = uri_;
   auto session =
       std::make_shared<ClientSession>(*std::move(connection), std::move(session_options), this);
@@ -564,7 +707,7 @@ void Channel::OnResponse(ClientSession& session, Frame frame) {
   auto it = pending_.find(frame.call_id);
   if (it == pending_.end() || it->second->session != &session) return;  // late or cancelled
   PendingCall& call = *it->second;
-  if (call.result) return;
+  if (call.result || call.gave_up) return;
   wire::ResponseHeader header;
   absl::StatusOr<size_t> offset = internal::DecodePayloadHeader(frame.payload, header);
   if (!offset.ok()) {
@@ -575,6 +718,20 @@ void Channel::OnResponse(ClientSession& session, Frame frame) {
   if (call.response_metadata != nullptr)
     *call.response_metadata = internal::FromWire(header.metadata());
   absl::Status status = internal::StatusFromWire(header);
+  if (call.stream != nullptr) {
+    // The trailer: the call is over; the messages that came before it can still be read.
+    internal::ClientStream& stream = *call.stream;
+    stream.trailing_metadata_ = internal::FromWire(header.metadata());
+    if (stream.response_metadata_ != nullptr) *stream.response_metadata_ = stream.trailing_metadata_;
+    call.result = status.ok() ? absl::StatusOr<internal::Reply>(internal::Reply())
+                              : absl::StatusOr<internal::Reply>(status);
+    stream.End(std::move(status), false);
+    stream.Detach();
+    asio::post(executor_, [self = shared_from_this(), s = streams_.at(frame.call_id)] {
+      self->ReleaseStream(s);
+    });
+    return;
+  }
   if (!status.ok()) {
     Complete(call, std::move(status));
     return;
@@ -630,4 +787,52 @@ void Channel::Close() {
   }
 }
 
+namespace internal {
+
+ClientStream::ClientStream(std::shared_ptr<Channel> channel, uint32_t call_id,
+                           uint32_t receive_window, size_t max_receive)
+    : StreamCore(channel->executor(), call_id, receive_window, max_receive),
+      channel_(std::move(channel)),
+      call_(std::make_unique<PendingCall>()) {}
+
+ClientStream::ClientStream(FailedTag, asio::any_io_executor executor, absl::Status status)
+    : StreamCore(std::move(executor), 0, 0, 0), call_(std::make_unique<PendingCall>()) {
+  End(std::move(status), true);
+}
+
+std::shared_ptr<ClientStream> ClientStream::Failed(asio::any_io_executor executor,
+                                                   absl::Status status) {
+  return std::shared_ptr<ClientStream>(new ClientStream(FailedTag{}, std::move(executor), std::move(status)));
+}
+
+ClientStream::~ClientStream() = default;
+
+asio::awaitable<absl::Status> ClientStream::Finish() {
+  (void)WritesDone();
+  DiscardIncoming();
+  co_await WaitForEnd();
+  co_return end_status();
+}
+
+void ClientStream::Cancel() {
+  if (ended()) return;
+  if (!registered_) {
+    End(absl::CancelledError(absl::StrCat(method_, ": call cancelled")), true);
+    return;
+  }
+  channel_->GiveUp(*call_);
+}
+
+void ClientStream::Abort(absl::Status status) {
+  if (ended()) return;
+  if (!registered_) {
+    End(std::move(status), true);
+    return;
+  }
+  if (call_->result || call_->gave_up) return;
+  call_->gave_up = true;
+  channel_->StreamEnded(*call_, std::move(status), true);
+}
+
+}  // namespace internal
 }  // namespace courier

@@ -18,6 +18,7 @@
 #include "asio/awaitable.hpp"
 #include "asio/steady_timer.hpp"
 #include "rpc/call.h"
+#include "rpc/internal/stream.h"
 #include "transport/endpoint.h"
 #include "transport/frame.h"
 #include "transport/registry.h"
@@ -67,6 +68,9 @@ struct ChannelOptions {
   // kUnavailable) if the peer does not answer within keepalive_timeout. 0 disables.
   Clock::duration keepalive_interval = std::chrono::seconds(30);
   Clock::duration keepalive_timeout = std::chrono::seconds(10);
+  // Streaming calls: the message bytes a server may send on one stream ahead of what the
+  // application has read (announced in the hello).
+  uint32_t stream_window = internal::kDefaultStreamWindow;
   // Where schemes are looked up; the built-in table by default.
   std::span<const transport::TransportInfo> transports = transport::BuiltInTransports();
 };
@@ -116,6 +120,11 @@ class Channel : public std::enable_shared_from_this<Channel> {
       std::string_view method, std::string payload, size_t message_size, Clock::duration timeout,
       Metadata* response_metadata, bool wait_for_ready = false);
 
+  // Internal, for rpc/stream.h and the stubs: opens a streaming call (its request goes out as
+  // soon as the connection allows; writes wait until then). Never fails here: a call that cannot
+  // start is returned already ended with its status. Must run on executor().
+  std::shared_ptr<internal::ClientStream> OpenStream(std::string_view method, CallOptions options);
+
   // Call() for any completion token: a callback taking absl::StatusOr<std::string>,
   // asio::use_future, asio::use_awaitable...
   template <typename Token>
@@ -146,6 +155,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
 
  private:
   friend class internal::ClientSession;
+  friend class internal::ClientStream;
 
   asio::awaitable<absl::StatusOr<std::string>> CallBytes(std::string method, std::string request,
                                                          CallOptions options);
@@ -181,6 +191,15 @@ class Channel : public std::enable_shared_from_this<Channel> {
   // From ClientSession, on its executor.
   void OnResponse(internal::ClientSession& session, transport::Frame frame);
   void OnGoAway(internal::ClientSession& session);
+  void OnStreamFrame(internal::ClientSession& session, transport::Frame& frame);
+  void OnQueueDrained(internal::ClientSession& session);
+  // A streaming call ended: it leaves the channel's tables (posted, never inside a loop over
+  // them), a call we gave up on is cancelled on the wire.
+  void ReleaseStream(std::shared_ptr<internal::ClientStream> stream);
+  void StreamEnded(internal::PendingCall& call, absl::Status status, bool cancel_on_wire);
+  // After a call left pending_: closes a drained connection, stops dialling for nobody, lets
+  // waiting calls go.
+  void AfterCall(internal::ClientSession* session);
   void OnSessionClosed(internal::ClientSession& session, const absl::Status& why);
 
   // First, so it is destroyed last: everything below may hold objects bound to it.
@@ -196,6 +215,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
   uint32_t next_call_id_ = 0;
   uint64_t connect_attempts_ = 0;
   absl::flat_hash_map<uint32_t, internal::PendingCall*> pending_;
+  // Streaming calls in flight (their PendingCall is in pending_ too), kept alive until released.
+  absl::flat_hash_map<uint32_t, std::shared_ptr<internal::ClientStream>> streams_;
   // Calls not yet sent, in order: waiting for a connection or for room on it. Ids of calls that
   // gave up are skipped when met (and compacted away when they pile up).
   std::deque<uint32_t> waiting_;

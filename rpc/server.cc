@@ -20,6 +20,7 @@
 #include "asio/recycling_allocator.hpp"
 #include "asio/steady_timer.hpp"
 #include "rpc/internal/session.h"
+#include "rpc/internal/stream.h"
 #include "rpc/internal/wire.h"
 #include "rpc/log.h"
 #include "rpc/wire.pb.h"
@@ -97,7 +98,8 @@ struct EndInline {
   friend bool operator!=(const EndInline& a, const EndInline& b) noexcept { return !(a == b); }
 };
 
-enum class CancelReason { kNone, kClient, kDeadline, kConnectionLost, kShutdown };
+// kFailed: a streaming call broke a limit (its stream's end status says which).
+enum class CancelReason { kNone, kClient, kDeadline, kConnectionLost, kShutdown, kFailed };
 
 // A connection may cancel (or be refused) this many calls at once, and this many per second
 // after that; beyond it, it gets GOAWAY and is closed (the rapid-reset defence of HTTP/2 servers).
@@ -120,6 +122,7 @@ struct ServerCall {
   asio::cancellation_signal signal;
   CancelReason reason = CancelReason::kNone;
   bool finished = false;  // the handler returned; its response is queued
+  std::unique_ptr<StreamCore> stream;  // streaming calls
 };
 
 class ServerSession final : public Session {
@@ -176,6 +179,10 @@ class ServerSession final : public Session {
       case FrameType::kCancel:
         OnCancel(frame.call_id);
         break;
+      case FrameType::kMessage:
+      case FrameType::kWindow:
+        OnStreamFrame(frame);
+        break;
       case FrameType::kResponse:
       case FrameType::kGoAway:
         Close(absl::DataLossError(absl::StrCat("protocol error: frame type ",
@@ -193,8 +200,59 @@ class ServerSession final : public Session {
       return;
     }
     if (!TakeAbuseBudget("cancels")) return;
-    if (auto it = calls_.find(call_id); it != calls_.end() && it->second != nullptr) {
-      Cancel(*it->second, CancelReason::kClient);
+    auto it = calls_.find(call_id);
+    if (it == calls_.end() || it->second == nullptr) return;
+    std::shared_ptr<ServerCall> call = it->second;
+    if (call->finished && call->stream != nullptr) {
+      // Answered, but the trailer waits behind messages the client will not take any more.
+      call->stream->End(absl::CancelledError("cancelled by the client"), true);
+      calls_.erase(call_id);
+      MaybeLinger();
+      return;
+    }
+    Cancel(*call, CancelReason::kClient);
+  }
+
+  // kMessage and kWindow frames: for a streaming call in flight. Frames for calls we no longer
+  // know crossed our trailer (or the client's cancel) on the wire and are ignored.
+  void OnStreamFrame(Frame& frame) {
+    if (frame.call_id == 0) {
+      Close(absl::DataLossError(absl::StrCat("protocol error: frame type ",
+                                             static_cast<int>(frame.type), " with call id 0")));
+      return;
+    }
+    auto it = calls_.find(frame.call_id);
+    if (it == calls_.end()) return;
+    std::shared_ptr<ServerCall> call = it->second;  // Pump may end the call
+    if (call->stream == nullptr) {
+      Close(absl::DataLossError(absl::StrCat("protocol error: frame type ",
+                                             static_cast<int>(frame.type), " for unary call ",
+                                             frame.call_id)));
+      return;
+    }
+    if (frame.type == FrameType::kWindow) {
+      if (absl::Status s = call->stream->Credit(frame); !s.ok()) Close(s);
+      return;
+    }
+    bool fatal = false;
+    absl::Status s = call->stream->Receive(frame, fatal);
+    if (s.ok()) return;
+    if (fatal) {
+      Close(s);
+      return;
+    }
+    call->stream->End(std::move(s), true);
+    Cancel(*call, CancelReason::kFailed);
+  }
+
+  // Writes blocked on the queue bound may go on.
+  void OnQueueDrained() override {
+    std::vector<std::shared_ptr<ServerCall>> streams;
+    for (auto& [id, call] : calls_) {
+      if (call->stream != nullptr && !call->stream->queue_empty()) streams.push_back(call);
+    }
+    for (auto& call : streams) {
+      if (!closed()) call->stream->Pump();
     }
   }
 
@@ -255,9 +313,13 @@ class ServerSession final : public Session {
           absl::StrCat("protocol error: call id ", id, " reused while in flight")));
       return;
     }
-    if ((frame.flags & transport::kFlagEndOfStream) == 0) {
-      Close(absl::DataLossError(
-          absl::StrCat("protocol error: request ", id, " without the end-of-stream flag")));
+    // Without the end-of-stream flag, a request opens a streaming call (PROTOCOL.md §13), which
+    // only a client that announced a stream window may do.
+    const bool streaming = (frame.flags & transport::kFlagEndOfStream) == 0;
+    if (streaming && (peer_stream_window() == 0 || options().stream_window == 0)) {
+      Close(absl::DataLossError(absl::StrCat(
+          "protocol error: request ", id,
+          " without the end-of-stream flag, but streams were not negotiated in the hellos")));
       return;
     }
     max_call_id_ = std::max(max_call_id_, id);
@@ -297,6 +359,23 @@ class ServerSession final : public Session {
               {});
       return;
     }
+    if (streaming != (method->second->stream_handler != nullptr)) {
+      Respond(id,
+              absl::UnimplementedError(absl::StrCat(
+                  "method ", method->second->full_name, " is ",
+                  streaming ? "a unary method; it was called as a streaming one"
+                            : "a streaming method; it was called as a unary one")),
+              {});
+      return;
+    }
+    if (streaming && message_size != 0) {
+      Respond(id,
+              absl::InvalidArgumentError(absl::StrCat(
+                  "a request opening a streaming call carries no message bytes (it had ",
+                  message_size, ")")),
+              {});
+      return;
+    }
     const Clock::time_point deadline =
         header->timeout_us == 0
             ? Clock::time_point::max()
@@ -312,6 +391,17 @@ class ServerSession final : public Session {
     if (deadline != Clock::time_point::max()) {
       deadlines_.insert({deadline, id});
       WatchDeadline(deadline);
+    }
+    if (streaming) {
+      call->stream = std::make_unique<StreamCore>(executor(), id, options().stream_window,
+                                                  state_->options.max_message_size);
+      call->stream->Attach(this, peer_stream_window(), PeerMessageLimit());
+      transport::ReturnBuffer(std::move(frame.payload));
+      asio::co_spawn(executor(), RunStreamCall(shared_self(), call, method->second),
+                     asio::bind_cancellation_slot(
+                         call->signal.slot(),
+                         asio::bind_executor(EndInline{end_context_}, asio::detached)));
+      return;
     }
     asio::co_spawn(
         executor(), RunCall(shared_self(), call, method->second, std::move(frame.payload), offset),
@@ -371,6 +461,45 @@ class ServerSession final : public Session {
     self->FinishCall(*call, std::move(result), method->returns_payload);
   }
 
+  // The largest message the client takes: its frame limit less the room it keeps for a header
+  // (PROTOCOL.md §13.5).
+  size_t PeerMessageLimit() const {
+    const size_t frame = peer_max_frame_payload();
+    return frame > kMaxHeaderOverhead ? frame - kMaxHeaderOverhead : frame;
+  }
+
+  static asio::awaitable<void> RunStreamCall(std::shared_ptr<ServerSession> self,
+                                             std::shared_ptr<ServerCall> call,
+                                             const MethodEntry* method) {
+    absl::Status result;
+    std::string failure;
+    try {
+      result = co_await method->stream_handler(call->ctx, *call->stream);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    } catch (...) {
+      failure = "unknown exception";
+    }
+    if (!failure.empty()) {
+      if (call->reason != CancelReason::kNone) {
+        result = absl::CancelledError("handler cancelled");
+      } else {
+        LogRateLimited(LogSeverity::kError, absl::StrCat("courier server: handler for ",
+                                                         call->ctx.method(), " threw: ", failure));
+        result = absl::InternalError(absl::StrCat(call->ctx.method(), ": handler failed"));
+      }
+    }
+    // A stream that ended with an error of its own (a request that did not parse, a limit)
+    // ends the call with it, whatever the handler returned.
+    if (call->reason == CancelReason::kNone && call->stream->ended() &&
+        !call->stream->end_status().ok()) {
+      result = call->stream->end_status();
+    }
+    self->FinishCall(*call, result.ok() ? absl::StatusOr<std::string>(std::string())
+                                        : absl::StatusOr<std::string>(result),
+                     false);
+  }
+
   void CancelAll(CancelReason reason) {
     std::vector<std::shared_ptr<ServerCall>> calls;  // a snapshot: cancelling may end calls
     for (auto& [id, call] : calls_) {
@@ -384,6 +513,19 @@ class ServerSession final : public Session {
     call.reason = reason;
     if (reason == CancelReason::kClient) ++client_cancelled_;
     call.ctx.MarkCancelled();
+    if (call.stream != nullptr) {
+      // Waiting reads and writes wake (writes fail with this).
+      call.stream->End(reason == CancelReason::kClient ? absl::CancelledError("the client cancelled the call")
+                       : reason == CancelReason::kDeadline
+                           ? absl::DeadlineExceededError(
+                                 absl::StrCat(call.ctx.method(), ": deadline exceeded"))
+                       : reason == CancelReason::kConnectionLost
+                           ? absl::CancelledError("the client's connection was lost")
+                       : reason == CancelReason::kShutdown
+                           ? absl::UnavailableError("cancelled by server shutdown")
+                           : absl::CancelledError("call failed"),
+                       true);
+    }
     call.signal.emit(asio::cancellation_type::terminal);
   }
 
@@ -416,6 +558,11 @@ class ServerSession final : public Session {
         result = absl::UnavailableError(
             absl::StrCat(call.ctx.method(), ": cancelled by server shutdown"));
         break;
+      case CancelReason::kFailed:
+        result = call.stream != nullptr && !call.stream->end_status().ok()
+                     ? call.stream->end_status()
+                     : absl::InternalError("call failed");
+        break;
     }
     const bool answer =
         call.reason != CancelReason::kClient && call.reason != CancelReason::kConnectionLost;
@@ -425,6 +572,13 @@ class ServerSession final : public Session {
       return;
     }
     Metadata metadata = call.ctx.response_metadata();
+    if (call.stream != nullptr) {
+      // The trailer goes after the messages still queued; the call stays until it is written.
+      std::shared_ptr<ServerCall> keep = calls_.at(id);
+      call.stream->QueueFrame(Frame{FrameType::kResponse, transport::kFlagEndOfStream, id,
+                                    ResponsePayload(std::move(result), std::move(metadata))});
+      return;
+    }
     if (result.ok() && is_payload) {
       SendResponsePayload(id, *std::move(result));
     } else {
@@ -450,6 +604,11 @@ class ServerSession final : public Session {
   // client's limit becomes a short RESOURCE_EXHAUSTED without metadata, which always fits (a
   // peer's limit is at least kMinFramePayload).
   void Respond(uint32_t call_id, absl::StatusOr<std::string> result, Metadata metadata) {
+    Send(Frame{FrameType::kResponse, transport::kFlagEndOfStream, call_id,
+               ResponsePayload(std::move(result), std::move(metadata))});
+  }
+
+  std::string ResponsePayload(absl::StatusOr<std::string> result, Metadata metadata) {
     wire::ResponseHeader header;
     ToWire(metadata, *header.mutable_metadata());
     std::string_view message;
@@ -467,7 +626,7 @@ class ServerSession final : public Session {
       header.set_message(TooLarge(payload.size()));
       payload = EncodePayload(header, {});
     }
-    Send(Frame{FrameType::kResponse, transport::kFlagEndOfStream, call_id, std::move(payload)});
+    return payload;
   }
 
   void MaybeLinger() {
@@ -514,6 +673,7 @@ void StartSession(const std::shared_ptr<ServerState>& state,
   options.idle_timeout = state->options.idle_timeout;
   options.max_queued_bytes = state->options.max_queued_bytes;
   options.max_concurrent_calls = state->options.max_concurrent_calls;
+  options.stream_window = state->options.stream_window;
   auto session =
       std::make_shared<ServerSession>(std::move(connection), std::move(options), state, reactor);
   reactor->sessions.insert(session.get());

@@ -12,12 +12,14 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "asio/awaitable.hpp"
+#include "asio/post.hpp"
 #include "asio/this_coro.hpp"
 #include "asio/use_future.hpp"
 #include "rpc/call.h"
 #include "rpc/channel.h"
 #include "rpc/internal/wire.h"
 #include "rpc/service.h"
+#include "rpc/stream.h"
 #include "transport/frame.h"
 
 namespace courier::internal {
@@ -106,6 +108,83 @@ absl::StatusOr<Response> BlockingUnaryCall(std::shared_ptr<Channel> channel, con
 template <typename Response>
 asio::awaitable<absl::StatusOr<Response>> Unimplemented(const char* method) {
   co_return absl::UnimplementedError(absl::StrCat(method, " is not implemented by this server"));
+}
+
+template <typename Response>
+asio::awaitable<absl::Status> UnimplementedStreamImpl(const char* method) {
+  co_return absl::UnimplementedError(absl::StrCat(method, " is not implemented by this server"));
+}
+// What a generated streaming handler answers until it is overridden.
+inline asio::awaitable<absl::Status> UnimplementedStream(const char* method) {
+  return UnimplementedStreamImpl<void>(method);
+}
+
+// A client-streaming or bidirectional call's handle. Use on the channel's executor.
+template <typename Handle>
+Handle OpenStreamCall(const std::shared_ptr<Channel>& channel, const char* method,
+                      CallOptions options) {
+  return Handle(channel->OpenStream(method, std::move(options)));
+}
+
+// A server-streaming call: its one request is queued (serialized now) and the client's side
+// half-closed at once.
+template <typename Request>
+std::shared_ptr<ClientStream> OpenWithRequest(const std::shared_ptr<Channel>& channel,
+                                              const char* method, const Request& request,
+                                              CallOptions options) {
+  if (!request.IsInitialized()) {
+    return ClientStream::Failed(
+        channel->executor(),
+        absl::InvalidArgumentError(absl::StrCat(method, ": request ", request.GetTypeName(),
+                                                " is missing required fields: ",
+                                                request.InitializationErrorString())));
+  }
+  std::shared_ptr<ClientStream> stream = channel->OpenStream(method, std::move(options));
+  (void)stream->Enqueue(SerializeToBuffer(request));  // on failure the stream has the status
+  (void)stream->WritesDone();
+  return stream;
+}
+
+template <typename Response, typename Request>
+ClientReader<Response> OpenServerStream(const std::shared_ptr<Channel>& channel,
+                                        const char* method, const Request& request,
+                                        CallOptions options) {
+  return ClientReader<Response>(OpenWithRequest(channel, method, request, std::move(options)));
+}
+
+// Runs `open` on the channel's executor and waits for the stream it returns; on the channel's
+// own reactor thread that would wait forever, so the call fails kFailedPrecondition instead.
+template <typename Open>
+std::shared_ptr<ClientStream> OpenBlocking(const std::shared_ptr<Channel>& channel,
+                                           const char* method, Open open) {
+  if (channel->on_own_reactor_thread()) {
+    return ClientStream::Failed(
+        channel->executor(),
+        absl::FailedPreconditionError(absl::StrCat(
+            method, ": a blocking call on the channel's own reactor thread would never complete")));
+  }
+  std::promise<std::shared_ptr<ClientStream>> opened;
+  std::future<std::shared_ptr<ClientStream>> result = opened.get_future();
+  asio::post(channel->executor(), [&] { opened.set_value(open()); });
+  return result.get();
+}
+
+template <typename Handle>
+Handle BlockingOpenStreamCall(const std::shared_ptr<Channel>& channel, const char* method,
+                              CallOptions options) {
+  return Handle(OpenBlocking(channel, method, [&] {
+    return channel->OpenStream(method, std::move(options));
+  }));
+}
+
+template <typename Response, typename Request>
+BlockingClientReader<Response> BlockingOpenServerStream(const std::shared_ptr<Channel>& channel,
+                                                        const char* method,
+                                                        const Request& request,
+                                                        CallOptions options) {
+  return BlockingClientReader<Response>(OpenBlocking(channel, method, [&] {
+    return OpenWithRequest(channel, method, request, std::move(options));
+  }));
 }
 
 }  // namespace courier::internal

@@ -39,9 +39,13 @@ enum class FrameType : uint8_t {
   kPing = 5,      // call_id 0: opaque payload (<= 64 bytes) echoed back in a kPong
   kPong = 6,      // call_id 0: the payload of the kPing it answers
   kGoAway = 7,    // call_id 0: wire.proto GoAway; no new calls on this connection
+  // Streaming calls (PROTOCOL.md §13), only between peers that announced a stream window:
+  kMessage = 8,  // call_id != 0: one message of a streaming call; with kFlagEndOfStream and an
+                 // empty payload instead: the sender's half-close
+  kWindow = 9,   // call_id != 0: 4-byte little-endian count of message bytes the peer may add
 };
-// Receivers ignore frame types above kGoAway (room to grow); 0 is a protocol error.
-inline constexpr uint8_t kMaxKnownFrameType = 7;
+// Receivers ignore frame types above kWindow (room to grow); 0 is a protocol error.
+inline constexpr uint8_t kMaxKnownFrameType = 9;
 
 inline constexpr uint32_t kDefaultMaxPayload = 64 * 1024 * 1024 + 64 * 1024;
 

@@ -53,7 +53,8 @@ Session::Session(std::unique_ptr<transport::Connection> connection, SessionOptio
 }
 
 void Session::Start() {
-  Send(HelloFrame(framed_.limits().max_payload, options_.max_concurrent_calls));
+  Send(HelloFrame(framed_.limits().max_payload, options_.max_concurrent_calls,
+                  options_.stream_window));
   if (closed_) return;
   StartRead();
   if (options_.keepalive_interval.count() > 0) {

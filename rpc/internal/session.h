@@ -85,6 +85,8 @@ struct SessionOptions {
   bool pause_reading_when_over_bound = true;
   // Sent in our hello: the calls we serve at once on this connection (0: not limited).
   uint32_t max_concurrent_calls = 0;
+  // Sent in our hello: the window we grant each streaming call (0: we take no streaming calls).
+  uint32_t stream_window = 0;
   std::string peer_name;  // for messages, e.g. the endpoint a client dialled
 };
 
@@ -124,6 +126,8 @@ class Session : public std::enable_shared_from_this<Session> {
   uint32_t peer_max_concurrent_calls() const {
     return peer_hello_ ? peer_hello_->max_concurrent_calls() : 0;
   }
+  // The window the peer grants each streaming call (its hello); 0: it speaks no streams.
+  uint32_t peer_stream_window() const { return peer_hello_ ? peer_hello_->stream_window() : 0; }
   // Bytes queued for writing or being written.
   size_t queued_bytes() const { return queued_bytes_; }
   // True while queued_bytes() is over the bound (reading is paused).

@@ -296,13 +296,32 @@ absl::Status StatusFromWire(const wire::ResponseHeader& header) {
   return absl::Status(static_cast<absl::StatusCode>(code), header.message());
 }
 
-transport::Frame HelloFrame(uint32_t max_frame_payload, uint32_t max_concurrent_calls) {
+transport::Frame HelloFrame(uint32_t max_frame_payload, uint32_t max_concurrent_calls,
+                            uint32_t stream_window) {
   wire::Hello hello;
+  hello.set_stream_window(stream_window);
   hello.set_version(kProtocolVersion);
   hello.set_max_frame_payload(max_frame_payload);
   hello.set_max_concurrent_calls(max_concurrent_calls);
   hello.set_agent("courier/0.1");
   return transport::Frame{transport::FrameType::kHello, 0, 0, hello.SerializeAsString()};
+}
+
+transport::Frame WindowFrame(uint32_t call_id, uint32_t bytes) {
+  std::string payload(4, '\0');
+  for (int i = 0; i < 4; ++i) payload[i] = static_cast<char>((bytes >> (8 * i)) & 0xff);
+  return transport::Frame{transport::FrameType::kWindow, 0, call_id, std::move(payload)};
+}
+
+absl::StatusOr<uint32_t> DecodeWindow(std::string_view payload) {
+  if (payload.size() != 4) {
+    return absl::DataLossError(
+        absl::StrCat("protocol error: window frame of ", payload.size(), " bytes (must be 4)"));
+  }
+  uint32_t bytes = 0;
+  for (int i = 0; i < 4; ++i) bytes |= uint32_t(static_cast<uint8_t>(payload[i])) << (8 * i);
+  if (bytes == 0) return absl::DataLossError("protocol error: window frame granting 0 bytes");
+  return bytes;
 }
 
 uint32_t FrameLimitFor(size_t max_message_size) {

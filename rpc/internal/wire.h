@@ -73,7 +73,13 @@ Metadata FromWire(const google::protobuf::RepeatedPtrField<wire::MetadataEntry>&
 // A response header's status; codes outside the canonical 0-16 become kUnknown.
 absl::Status StatusFromWire(const wire::ResponseHeader& header);
 
-transport::Frame HelloFrame(uint32_t max_frame_payload, uint32_t max_concurrent_calls = 0);
+transport::Frame HelloFrame(uint32_t max_frame_payload, uint32_t max_concurrent_calls = 0,
+                            uint32_t stream_window = 0);
+
+// A kWindow frame granting `bytes` (1 .. 2^31-1) more message bytes on stream `call_id`.
+transport::Frame WindowFrame(uint32_t call_id, uint32_t bytes);
+// The increment a kWindow payload carries; kDataLoss unless it is 4 bytes and not 0.
+absl::StatusOr<uint32_t> DecodeWindow(std::string_view payload);
 
 // The frame payload limit that matches a message size limit.
 uint32_t FrameLimitFor(size_t max_message_size);
