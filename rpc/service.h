@@ -58,7 +58,7 @@ class ServiceBase {
   ServiceBase() = default;
 
   void AddRawMethod(std::string full_name, RawHandler handler) {
-    methods_.push_back({std::move(full_name), std::move(handler), false});
+    methods_.push_back({std::move(full_name), std::move(handler), false, nullptr});
   }
 
   // A protobuf-typed method: the request is parsed (kInvalidArgument if it does not parse) and
@@ -84,7 +84,7 @@ class ServiceBase {
       }
       co_return internal::EncodeOkResponse(ctx.response_metadata(), *response);
     };
-    methods_.push_back({std::move(full_name), std::move(raw), true});
+    methods_.push_back({std::move(full_name), std::move(raw), true, nullptr});
   }
 
   // A streaming method on the wire level (any of the three kinds: the wire does not tell them

@@ -1,7 +1,8 @@
 // protoc-gen-courier's case set (tests/codegen/protos/*.proto) generated, compiled and served
 // over every registered transport: each service's methods through its generated stub in the three
-// client styles (coroutine, completion token, blocking), default handlers, method-name constants,
-// awkward names reaching their own handlers, and proto2 and lite messages.
+// client styles (coroutine, completion token, blocking), the three kinds of streaming method in
+// each style, default handlers, method-name constants, awkward names reaching their own
+// handlers, and proto2 and lite messages.
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -38,6 +39,9 @@
 #include "rpc/server.h"
 #include "rpc/service.h"
 #include "same.courier.h"
+#include "streaming_bidi.courier.h"
+#include "streaming_client.courier.h"
+#include "streaming_server.courier.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/registry.h"
 #include "wkt.courier.h"
@@ -290,6 +294,56 @@ class LiteCounterImpl final : public ::lite::LiteCounterService {
 };
 
 // Every service of the case set, served together.
+// Streaming: Fetch sends `path` back in chunks of one byte each; Send sums the bytes; Talk
+// answers each line with it upper-cased.
+class DownloadImpl final : public ::streaming::server::DownloadService {
+  Result<::streaming::server::Chunk> Size(ServerContext&, ::streaming::server::Request r) override {
+    ::streaming::server::Chunk chunk;
+    chunk.set_data(std::to_string(r.path().size()));
+    co_return chunk;
+  }
+  ::asio::awaitable<absl::Status> Fetch(ServerContext&, ::streaming::server::Request r,
+                                        ServerWriter<::streaming::server::Chunk>& out) override {
+    for (char c : r.path()) {
+      ::streaming::server::Chunk chunk;
+      chunk.set_data(std::string(1, c));
+      if (absl::Status s = co_await out.Write(chunk); !s.ok()) co_return s;
+    }
+    co_return absl::OkStatus();
+  }
+};
+
+class UploadImpl final : public ::streaming::client::UploadService {
+  Result<::streaming::client::Summary> Check(ServerContext&, ::streaming::client::Chunk c) override {
+    ::streaming::client::Summary summary;
+    summary.set_bytes(static_cast<int64_t>(c.data().size()));
+    co_return summary;
+  }
+  Result<::streaming::client::Summary> Send(
+      ServerContext&, ServerReader<::streaming::client::Chunk>& in) override {
+    ::streaming::client::Summary summary;
+    while (auto chunk = co_await in.Read()) {
+      summary.set_bytes(summary.bytes() + static_cast<int64_t>(chunk->data().size()));
+    }
+    co_return summary;
+  }
+};
+
+class ChatImpl final : public ::streaming::bidi::ChatService {
+  Result<::streaming::bidi::Line> Hello(ServerContext&, ::streaming::bidi::Line l) override {
+    co_return l;
+  }
+  ::asio::awaitable<absl::Status> Talk(
+      ServerContext&,
+      ServerReaderWriter<::streaming::bidi::Line, ::streaming::bidi::Line>& stream) override {
+    while (auto line = co_await stream.Read()) {
+      line->set_text(absl::AsciiStrToUpper(line->text()));
+      if (absl::Status s = co_await stream.Write(*line); !s.ok()) co_return s;
+    }
+    co_return absl::OkStatus();
+  }
+};
+
 struct AllServices {
   NoPkgImpl nopkg;
   DeepImpl deep;
@@ -304,10 +358,13 @@ struct AllServices {
   KvImpl kv;
   OrdersImpl orders;
   LiteCounterImpl lite;
+  DownloadImpl download;
+  UploadImpl upload;
+  ChatImpl chat;
 
   std::vector<ServiceBase*> All() {
-    return {&nopkg, &deep,     &calculator, &greeter, &counter, &geometry, &clock,
-            &items, &keywords, &collide,    &kv,      &orders,  &lite};
+    return {&nopkg, &deep,    &calculator, &greeter, &counter, &geometry, &clock, &items,
+            &keywords, &collide, &kv, &orders, &lite, &download, &upload, &chat};
   }
 };
 
@@ -748,6 +805,155 @@ TEST_P(GeneratedCasesTest, UnoverriddenMethodsAreUnimplemented) {
   stub.AsyncPing(Empty(), {}, [&](absl::StatusOr<Empty> r) { slot = std::move(r); });
   EXPECT_THAT(Wait(slot), StatusIs(absl::StatusCode::kUnimplemented));
   EXPECT_THAT(Await(stub.Later(Any())), StatusIs(absl::StatusCode::kUnimplemented));
+  RunCoro(io_, server.Shutdown());
+}
+
+TEST_P(GeneratedCasesTest, ServerStreamingInEveryStyle) {
+  ::streaming::server::DownloadStub stub(channel_);
+  ::streaming::server::Request request;
+  request.set_path("abc");
+  std::string got;
+  absl::Status status = Await([&]() -> ::asio::awaitable<absl::Status> {
+    auto call = stub.Fetch(request);
+    while (auto chunk = co_await call.Read()) got += chunk->data();
+    co_return co_await call.Finish();
+  }());
+  EXPECT_THAT(status, IsOk());
+  EXPECT_EQ(got, "abc");
+
+  // Completion tokens: a future per operation.
+  request.set_path("xy");
+  auto call = stub.Fetch(request);
+  std::string by_future;
+  for (;;) {
+    std::optional<::streaming::server::Chunk> chunk = Wait(call.AsyncRead(::asio::use_future));
+    if (!chunk) break;
+    by_future += chunk->data();
+  }
+  EXPECT_THAT(Wait(call.AsyncFinish(::asio::use_future)), IsOk());
+  EXPECT_EQ(by_future, "xy");
+
+  ::streaming::server::DownloadStub blocking(BlockingChannel());
+  request.set_path("blocking");
+  std::string by_blocking = Blocking([&] {
+    auto reader = blocking.BlockingFetch(request);
+    std::string out;
+    while (auto chunk = reader.Read()) out += chunk->data();
+    EXPECT_THAT(reader.Finish(), IsOk());
+    return out;
+  });
+  EXPECT_EQ(by_blocking, "blocking");
+  EXPECT_THAT(Await(stub.Size(request)), IsOk());  // the unary method beside it
+}
+
+TEST_P(GeneratedCasesTest, ClientStreamingInEveryStyle) {
+  ::streaming::client::UploadStub stub(channel_);
+  ::streaming::client::Chunk chunk;
+  chunk.set_data("12345");
+  absl::StatusOr<::streaming::client::Summary> summary =
+      Await([&]() -> Result<::streaming::client::Summary> {
+        auto call = stub.Send();
+        for (int i = 0; i < 3; ++i) {
+          if (absl::Status s = co_await call.Write(chunk); !s.ok()) co_return s;
+        }
+        EXPECT_THAT(call.WritesDone(), IsOk());
+        co_return co_await call.Finish();
+      }());
+  ASSERT_THAT(summary, IsOk());
+  EXPECT_EQ(summary->bytes(), 15);
+
+  auto call = stub.Send();
+  EXPECT_THAT(Wait(call.AsyncWrite(chunk, ::asio::use_future)), IsOk());
+  std::optional<absl::StatusOr<::streaming::client::Summary>> slot;
+  call.AsyncFinish([&](absl::StatusOr<::streaming::client::Summary> r) { slot = std::move(r); });
+  summary = Wait(slot);
+  ASSERT_THAT(summary, IsOk());
+  EXPECT_EQ(summary->bytes(), 5);
+
+  ::streaming::client::UploadStub blocking(BlockingChannel());
+  summary = Blocking([&] {
+    auto writer = blocking.BlockingSend();
+    EXPECT_THAT(writer.Write(chunk), IsOk());
+    EXPECT_THAT(writer.Write(chunk), IsOk());
+    return writer.Finish();
+  });
+  ASSERT_THAT(summary, IsOk());
+  EXPECT_EQ(summary->bytes(), 10);
+}
+
+TEST_P(GeneratedCasesTest, BidiStreamingInEveryStyle) {
+  ::streaming::bidi::ChatStub stub(channel_);
+  ::streaming::bidi::Line line;
+  std::vector<std::string> answers;
+  absl::Status status = Await([&]() -> ::asio::awaitable<absl::Status> {
+    auto call = stub.Talk();
+    for (const char* text : {"hi", "there"}) {
+      line.set_text(text);
+      if (absl::Status s = co_await call.Write(line); !s.ok()) co_return s;
+      auto answer = co_await call.Read();
+      if (!answer) co_return absl::InternalError("no answer");
+      answers.push_back(answer->text());
+    }
+    EXPECT_THAT(call.WritesDone(), IsOk());
+    co_return co_await call.Finish();
+  }());
+  EXPECT_THAT(status, IsOk());
+  EXPECT_THAT(answers, ::testing::ElementsAre("HI", "THERE"));
+
+  auto call = stub.Talk();
+  line.set_text("token");
+  EXPECT_THAT(Wait(call.AsyncWrite(line, ::asio::use_future)), IsOk());
+  std::optional<::streaming::bidi::Line> answer = Wait(call.AsyncRead(::asio::use_future));
+  ASSERT_TRUE(answer.has_value());
+  EXPECT_EQ(answer->text(), "TOKEN");
+  EXPECT_THAT(call.WritesDone(), IsOk());
+  EXPECT_THAT(Wait(call.AsyncFinish(::asio::use_future)), IsOk());
+
+  ::streaming::bidi::ChatStub blocking(BlockingChannel());
+  std::string echoed = Blocking([&] {
+    auto both = blocking.BlockingTalk();
+    ::streaming::bidi::Line l;
+    l.set_text("blocking");
+    EXPECT_THAT(both.Write(l), IsOk());
+    auto a = both.Read();
+    EXPECT_THAT(both.WritesDone(), IsOk());
+    EXPECT_FALSE(both.Read().has_value());
+    EXPECT_THAT(both.Finish(), IsOk());
+    return a ? a->text() : std::string("none");
+  });
+  EXPECT_EQ(echoed, "BLOCKING");
+}
+
+TEST_P(GeneratedCasesTest, UnoverriddenStreamingMethodsAreUnimplemented) {
+  ::streaming::server::DownloadService download;
+  ::streaming::client::UploadService upload;
+  ::streaming::bidi::ChatService chat;
+  Server server(io_.get_executor());
+  ASSERT_THAT(server.AddService(download), IsOk());
+  ASSERT_THAT(server.AddService(upload), IsOk());
+  ASSERT_THAT(server.AddService(chat), IsOk());
+  absl::StatusOr<Endpoint> endpoint = server.Listen(GetParam().loopback_endpoint().ToString());
+  ASSERT_THAT(endpoint, IsOk());
+  std::shared_ptr<Channel> channel = Channel::Create(io_.get_executor(), endpoint->ToString()).value();
+  ::streaming::server::DownloadStub d(channel);
+  ::streaming::client::UploadStub u(channel);
+  ::streaming::bidi::ChatStub c(channel);
+  EXPECT_THAT(Await([&]() -> ::asio::awaitable<absl::Status> {
+                auto call = d.Fetch(::streaming::server::Request());
+                EXPECT_FALSE((co_await call.Read()).has_value());
+                co_return co_await call.Finish();
+              }()),
+              StatusIs(absl::StatusCode::kUnimplemented));
+  EXPECT_THAT(Await([&]() -> Result<::streaming::client::Summary> {
+                auto call = u.Send();
+                co_return co_await call.Finish();
+              }()),
+              StatusIs(absl::StatusCode::kUnimplemented));
+  EXPECT_THAT(Await([&]() -> ::asio::awaitable<absl::Status> {
+                auto call = c.Talk();
+                co_return co_await call.Finish();
+              }()),
+              StatusIs(absl::StatusCode::kUnimplemented));
   RunCoro(io_, server.Shutdown());
 }
 
