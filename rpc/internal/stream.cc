@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "asio/associated_cancellation_slot.hpp"
+#include "asio/dispatch.hpp"
 #include "asio/post.hpp"
 #include "rpc/internal/session.h"
 #include "rpc/internal/wire.h"
@@ -157,16 +158,21 @@ void StreamCore::GrantConsumed(size_t bytes) {
   session_->Send(WindowFrame(call_id_, static_cast<uint32_t>(grant)));
 }
 
+std::optional<std::string> StreamCore::TakeMessage() {
+  if (inbox_.empty()) return std::nullopt;
+  std::optional<std::string> message(std::move(inbox_.front()));
+  inbox_.pop_front();
+  GrantConsumed(message->size());
+  return message;
+}
+
+// (No named local is returned across the co_await: GCC 12 corrupted one here.)
 asio::awaitable<std::optional<std::string>> StreamCore::Read() {
   for (;;) {
-    if (!inbox_.empty()) {
-      std::string message = std::move(inbox_.front());
-      inbox_.pop_front();
-      GrantConsumed(message.size());
-      co_return message;
-    }
+    if (!inbox_.empty()) co_return TakeMessage();
     if (peer_half_closed_ || ended_ || read_waiter_) co_return std::nullopt;
     co_await Wait(read_waiter_);
+    if (std::exchange(read_waiter_.cancelled, false)) co_return std::nullopt;
   }
 }
 
@@ -191,9 +197,14 @@ asio::awaitable<absl::Status> StreamCore::Write(std::string message) {
   if (absl::Status s = Enqueue(std::move(message)); !s.ok()) co_return s;
   const uint64_t mine = queued_;
   writing_ = true;
-  while (sent_ < mine && !ended_) co_await Wait(write_waiter_);
+  bool cancelled = false;
+  while (sent_ < mine && !ended_ && !cancelled) {
+    co_await Wait(write_waiter_);
+    cancelled = std::exchange(write_waiter_.cancelled, false);
+  }
   writing_ = false;
   if (sent_ >= mine) co_return absl::OkStatus();
+  if (cancelled && !ended_) co_return absl::CancelledError("stream write cancelled");
   co_return end_status_.ok() ? absl::FailedPreconditionError("the call has ended") : end_status_;
 }
 
@@ -206,12 +217,17 @@ absl::Status StreamCore::WritesDone() {
 }
 
 asio::awaitable<void> StreamCore::WaitForEnd() {
-  while (!ended_ && !end_waiter_) co_await Wait(end_waiter_);
+  while (!ended_ && !end_waiter_) {
+    co_await Wait(end_waiter_);
+    if (std::exchange(end_waiter_.cancelled, false)) co_return;
+  }
 }
 
 // Suspends the calling coroutine until Wake(slot). A cancellation of that coroutine (its
-// cancellation slot) wakes it too, and tells the owner.
-asio::awaitable<void> StreamCore::Wait(std::optional<Waiter>& slot) {
+// cancellation slot) wakes it too, with `cancelled` set, and tells the owner. Not a coroutine:
+// GCC 12 mishandles an initiation lambda inside `co_await async_initiate(...)`.
+asio::awaitable<void> StreamCore::Wait(WaitSlot& slot) {
+  slot.cancelled = false;
   return asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
       [this, &slot](Waiter waiter) {
         asio::cancellation_slot cancel = asio::get_associated_cancellation_slot(waiter);
@@ -220,23 +236,32 @@ asio::awaitable<void> StreamCore::Wait(std::optional<Waiter>& slot) {
             if (type == asio::cancellation_type::none) return;
             // Waking clears this very handler: copy what it captured first.
             StreamCore* self = this;
-            std::optional<Waiter>* waiting = &slot;
-            self->OnAbandoned();  // usually ends the call, which wakes the waiter
-            if (*waiting) self->Wake(*waiting);
+            WaitSlot* waiting = &slot;
+            waiting->cancelled = true;
+            self->OnAbandoned();  // the client gives the call up, which wakes the waiter
+            if (*waiting) self->Wake(*waiting, /*inline_resume=*/false);
           });
         }
-        slot.emplace(std::move(waiter));
+        slot.waiter.emplace(std::move(waiter));
       },
       asio::use_awaitable);
 }
 
-void StreamCore::Wake(std::optional<Waiter>& slot) {
-  if (!slot) return;
-  Waiter waiter = std::move(*slot);
-  slot.reset();
+// Inline: the waiting coroutine runs here and now (through its executor, which is the one
+// running), as a unary call's caller does when its response arrives: over shm://, a posted
+// resumption would wait for the end of the transport's spin slice (measured: bidi p50 26 us
+// against 2.3 us unary). The owners keep the stream alive across the calls that wake.
+void StreamCore::Wake(WaitSlot& slot, bool inline_resume) {
+  if (!slot.waiter) return;
+  Waiter waiter = std::move(*slot.waiter);
+  slot.waiter.reset();
   asio::cancellation_slot cancel = asio::get_associated_cancellation_slot(waiter);
   if (cancel.is_connected()) cancel.clear();
-  asio::post(executor_, std::move(waiter));
+  if (inline_resume) {
+    asio::dispatch(std::move(waiter));
+  } else {
+    asio::post(executor_, std::move(waiter));
+  }
 }
 
 }  // namespace courier::internal

@@ -38,6 +38,12 @@ inline constexpr int64_t kMaxStreamCredit = (int64_t{1} << 31) - 1;
 class StreamCore {
  public:
   using Waiter = asio::async_result<asio::use_awaitable_t<>, void()>::handler_type;
+  // Where one coroutine waits; `cancelled` says it was woken by its own cancellation.
+  struct WaitSlot {
+    std::optional<Waiter> waiter;
+    bool cancelled = false;
+    explicit operator bool() const { return waiter.has_value(); }
+  };
 
   // `receive_window`: what we grant the peer; `max_receive`: the largest message we take.
   StreamCore(asio::any_io_executor executor, uint32_t call_id, uint32_t receive_window,
@@ -76,11 +82,13 @@ class StreamCore {
 
   // --- The application (through rpc/stream.h) ---
 
-  // The next message's bytes; std::nullopt at the peer's end of stream or the call's end.
+  // The next message's bytes; std::nullopt at the peer's end of stream or the call's end (or
+  // when the awaiting coroutine is cancelled).
   asio::awaitable<std::optional<std::string>> Read();
   // Queues one message and waits until flow control let it go to the connection. One Write at a
   // time. kFailedPrecondition after WritesDone; the call's status once it ended;
-  // kResourceExhausted for a message over the peer's limit.
+  // kResourceExhausted for a message over the peer's limit; kCancelled when the awaiting
+  // coroutine is cancelled (the message is still sent when credit comes).
   asio::awaitable<absl::Status> Write(std::string message);
   // Queues a message without waiting for credit (a server-streaming call's one request).
   absl::Status Enqueue(std::string message);
@@ -98,9 +106,12 @@ class StreamCore {
   asio::any_io_executor executor_;
 
  private:
-  asio::awaitable<void> Wait(std::optional<Waiter>& slot);
-  void Wake(std::optional<Waiter>& slot);
+  // Suspends until Wake(slot); slot.cancelled is then set if the awaiting coroutine was
+  // cancelled instead (the caller resets it).
+  asio::awaitable<void> Wait(WaitSlot& slot);
+  void Wake(WaitSlot& slot, bool inline_resume = true);
   void GrantConsumed(size_t bytes);
+  std::optional<std::string> TakeMessage();
 
   uint32_t call_id_;
   uint32_t receive_window_;
@@ -123,7 +134,7 @@ class StreamCore {
   // The end.
   bool ended_ = false;
   absl::Status end_status_;
-  std::optional<Waiter> read_waiter_, write_waiter_, end_waiter_;
+  WaitSlot read_waiter_, write_waiter_, end_waiter_;
 };
 
 // A streaming call's client side: created by Channel::OpenStream, held by the typed handle
