@@ -136,17 +136,18 @@ void PrintStreaming(const RunResult& run, std::FILE* out) {
                "messages back to back (raw: its one-way stream); bidi: one message out and its "
                "echo back on one open bidi stream, beside unary calls on the same connection\n",
                PayloadLabel(run.streams.front().payload).c_str());
-  std::string header = absl::StrFormat("%-8s %-10s %13s %11s %11s %12s", "system", "transport",
-                                       "stream msg/s", "bidi p50 us", "bidi p99 us",
-                                       "unary p50 us");
+  std::string header = absl::StrFormat("%-8s %-10s %13s %11s %11s %12s %12s", "system",
+                                       "transport", "stream msg/s", "bidi p50 us", "bidi p99 us",
+                                       "unary p50 us", "unary p99 us");
   std::fprintf(out, "%s\n%s\n", header.c_str(), std::string(header.size(), '-').c_str());
   for (const StreamResult& r : run.streams) {
     std::fprintf(out, "%s\n",
-                 absl::StrFormat("%-8s %-10s %13s %11s %11s %12s", r.system, r.transport,
+                 absl::StrFormat("%-8s %-10s %13s %11s %11s %12s %12s", r.system, r.transport,
                                  r.download ? Rate(r.download->messages_per_s) : "-",
                                  r.bidi ? Micros(r.bidi->p50_us) : "-",
                                  r.bidi ? Micros(r.bidi->p99_us) : "-",
-                                 r.unary ? Micros(r.unary->p50_us) : "-")
+                                 r.unary ? Micros(r.unary->p50_us) : "-",
+                                 r.unary ? Micros(r.unary->p99_us) : "-")
                      .c_str());
     if (!r.error.empty()) std::fprintf(out, "  ^ FAILED: %s\n", r.error.c_str());
   }
