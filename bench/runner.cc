@@ -247,7 +247,7 @@ void RunStream(System& system, const std::string& transport, ServerProcess& serv
   } else if (!absl::IsUnimplemented(sample.status())) {
     return fail("server streaming", sample.status());
   }
-  std::fprintf(stderr, "\n");
+  std::fprintf(stderr, "%s\n", !result.bidi && !result.download ? "  (no streaming: skipped)" : "");
 }
 
 }  // namespace
