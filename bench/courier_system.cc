@@ -3,7 +3,8 @@
 // process and called from the driver, on one single-threaded io_context per side (the default
 // shape: no thread hop on a call's path). Besides each scheme, "shm-nospin": shm:// with
 // `?spin_us=0` on both the listener's and the client's URI, so that every wait sleeps on the
-// eventfd at once (the plain "shm" case keeps the transport's default spin).
+// eventfd at once (the plain "shm" case keeps the transport's default spin). The streaming
+// figures (issue #11) come from bench/stream_echo.proto's StreamEcho, served beside Echo.
 #include <unistd.h>
 
 #include <chrono>
@@ -15,6 +16,8 @@
 #include "asio/co_spawn.hpp"
 #include "asio/io_context.hpp"
 #include "bench/server_process.h"
+#include "bench/stream_echo.courier.h"
+#include "bench/stream_echo.pb.h"
 #include "bench/system.h"
 #include "examples/echo.courier.h"
 #include "examples/echo.pb.h"
@@ -39,6 +42,32 @@ class EchoServer final : public ::courier::examples::EchoService {
   }
 };
 
+// Download: `size`-byte messages for `duration_ms` (the clock read every 64th message); Chat: an
+// echo of each message until the client half-closes.
+class StreamServer final : public StreamEchoService {
+ public:
+  asio::awaitable<absl::Status> Download(ServerContext&, StreamRequest request,
+                                         ServerWriter<StreamChunk>& writer) override {
+    StreamChunk chunk;
+    chunk.set_body(MakePayload(static_cast<size_t>(request.size())));
+    const auto end = std::chrono::steady_clock::now() +
+                     std::chrono::milliseconds(request.duration_ms());
+    for (uint64_t i = 0;; ++i) {
+      if (i % 64 == 0 && std::chrono::steady_clock::now() >= end) break;
+      if (absl::Status s = co_await writer.Write(chunk); !s.ok()) co_return s;
+    }
+    co_return absl::OkStatus();
+  }
+
+  asio::awaitable<absl::Status> Chat(ServerContext&,
+                                     ServerReaderWriter<StreamChunk, StreamChunk>& stream) override {
+    while (std::optional<StreamChunk> message = co_await stream.Read()) {
+      if (absl::Status s = co_await stream.Write(*message); !s.ok()) co_return s;
+    }
+    co_return absl::OkStatus();
+  }
+};
+
 class CourierClient final : public EchoClient {
  public:
   static absl::StatusOr<std::unique_ptr<EchoClient>> Create(const std::string& endpoint) {
@@ -48,6 +77,7 @@ class CourierClient final : public EchoClient {
     if (!channel.ok()) return channel.status();
     client->channel_ = *std::move(channel);
     client->stub_ = std::make_unique<EchoStub>(client->channel_);
+    client->stream_stub_ = std::make_unique<StreamEchoStub>(client->channel_);
     return client;
   }
 
@@ -86,6 +116,58 @@ class CourierClient final : public EchoClient {
     });
   }
 
+  absl::StatusOr<StreamSample> StreamDownload(size_t payload, double warmup_s,
+                                              double measure_s) override {
+    StreamRequest request;
+    request.set_size(static_cast<int32_t>(payload));
+    request.set_duration_ms(static_cast<int64_t>((warmup_s + measure_s) * 1000));
+    absl::StatusOr<StreamSample> sample = absl::InternalError("courier: stream did not run");
+    absl::Status status = RunToCompletion(1, [&]() -> asio::awaitable<absl::Status> {
+      StreamWindow window(warmup_s);
+      ClientReader<StreamChunk> call = stream_stub_->Download(request);
+      while (std::optional<StreamChunk> message = co_await call.Read()) {
+        if (message->body().size() != payload) {
+          call.Cancel();
+          co_return absl::DataLossError("stream message of the wrong size");
+        }
+        window.Received();
+      }
+      window.Close();
+      if (absl::Status s = co_await call.Finish(); !s.ok()) co_return s;
+      sample = window.Result();
+      co_return sample.status();
+    });
+    if (!status.ok()) return status;
+    return sample;
+  }
+
+  absl::Status BidiPingPong(size_t payload, int count, std::vector<int64_t>& round_trips) override {
+    StreamChunk message;
+    message.set_body(MakePayload(payload));
+    return RunToCompletion(1, [&, payload, count]() -> asio::awaitable<absl::Status> {
+      ClientReaderWriter<StreamChunk, StreamChunk> call = stream_stub_->Chat();
+      for (int i = 0; i < count; ++i) {
+        auto start = std::chrono::steady_clock::now();
+        if (absl::Status s = co_await call.Write(message); !s.ok()) co_return s;
+        std::optional<StreamChunk> echo = co_await call.Read();
+        auto elapsed = std::chrono::steady_clock::now() - start;
+        if (!echo) {
+          absl::Status s = co_await call.Finish();
+          co_return s.ok() ? absl::DataLossError("the bidi stream ended early") : s;
+        }
+        if (echo->body().size() != payload) {
+          call.Cancel();
+          co_return absl::DataLossError("stream echo of the wrong size");
+        }
+        round_trips.push_back(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
+      }
+      if (absl::Status s = call.WritesDone(); !s.ok()) co_return s;
+      if (co_await call.Read()) co_return absl::DataLossError("an echo nobody asked for");
+      co_return co_await call.Finish();
+    });
+  }
+
  private:
   static absl::Status Check(const absl::StatusOr<EchoReply>& reply, size_t payload) {
     if (!reply.ok()) return reply.status();
@@ -114,6 +196,7 @@ class CourierClient final : public EchoClient {
   asio::io_context io_{1};
   std::shared_ptr<Channel> channel_;
   std::unique_ptr<EchoStub> stub_;
+  std::unique_ptr<StreamEchoStub> stream_stub_;
 };
 
 // A bench transport that is a registered scheme with options on its URIs.
@@ -167,8 +250,10 @@ class CourierSystem final : public System {
     if (!info.ok()) return info.status();
     asio::io_context io(1);
     EchoServer echo;
+    StreamServer streams;
     Server server(io.get_executor());
     if (absl::Status s = server.AddService(echo); !s.ok()) return s;
+    if (absl::Status s = server.AddService(streams); !s.ok()) return s;
     std::string options = variant ? "?" + std::string(variant->options) : "";
     absl::StatusOr<Endpoint> endpoint =
         server.Listen((*info)->loopback_endpoint().ToString() + options);

@@ -102,6 +102,43 @@ std::string Target(const TargetCheck& t) {
       ", \"higher_is_better\": ", Bool(t.higher_is_better), ", \"verdict\": ", Str(t.verdict), "}");
 }
 
+// A streaming latency sample: no CPU or allocation figures (not measured there).
+std::string StreamLatency(const std::optional<LatencyFigures>& f) {
+  if (!f) return "null";
+  return absl::StrCat("{\"calls\": ", f->calls, ", \"p50_us\": ", Num(f->p50_us),
+                      ", \"p99_us\": ", Num(f->p99_us), ", \"p999_us\": ", Num(f->p999_us),
+                      ", \"mean_us\": ", Num(f->mean_us), ", \"min_us\": ", Num(f->min_us),
+                      ", \"max_us\": ", Num(f->max_us), "}");
+}
+
+std::string Streaming(const RunResult& run) {
+  std::vector<std::string> results, ratios;
+  for (const StreamResult& r : run.streams) {
+    std::string download = "null";
+    if (r.download) {
+      download = absl::StrCat("{\"messages\": ", r.download->messages,
+                              ", \"seconds\": ", Num(r.download->seconds),
+                              ", \"messages_per_s\": ", Num(r.download->messages_per_s), "}");
+    }
+    results.push_back(absl::StrCat(
+        "      {\"system\": ", Str(r.system), ", \"transport\": ", Str(r.transport),
+        ", \"payload_bytes\": ", r.payload, ", \"ok\": ", Bool(r.error.empty()),
+        ", \"error\": ", r.error.empty() ? "null" : Str(r.error),
+        ",\n       \"server_streaming\": ", download,
+        ",\n       \"bidi_ping_pong\": ", StreamLatency(r.bidi),
+        ",\n       \"unary\": ", StreamLatency(r.unary), "}"));
+  }
+  for (const StreamRatio& r : ComputeStreamRatios(run)) {
+    ratios.push_back(absl::StrCat("      {\"ratio\": ", Str(r.description),
+                                  ", \"transport\": ", Str(r.transport),
+                                  ", \"value\": ", Num(r.value), ", \"limit\": ", Num(r.limit),
+                                  ", \"higher_is_better\": ", Bool(r.higher_is_better),
+                                  ", \"verdict\": ", Str(r.verdict), "}"));
+  }
+  return absl::StrCat("{\n    \"results\": [\n", absl::StrJoin(results, ",\n"),
+                      "\n    ],\n    \"ratios\": [\n", absl::StrJoin(ratios, ",\n"), "\n    ]}");
+}
+
 }  // namespace
 
 std::string ToJson(const RunResult& run) {
@@ -127,7 +164,8 @@ std::string ToJson(const RunResult& run) {
       "\"cpu\": \"microseconds of CPU time per call\", \"throughput\": \"calls per second\", ",
       "\"allocs\": \"operator new calls per call\"},\n", "  \"results\": [\n",
       absl::StrJoin(cases, ",\n"), "\n  ],\n  \"ratios\": [\n", absl::StrJoin(ratios, ",\n"),
-      "\n  ],\n  \"targets\": [\n", absl::StrJoin(targets, ",\n"), "\n  ]\n}\n");
+      "\n  ],\n  \"targets\": [\n", absl::StrJoin(targets, ",\n"),
+      "\n  ],\n  \"streaming\": ", Streaming(run), "\n}\n");
 }
 
 absl::Status WriteJsonFile(const RunResult& run, const std::string& path) {

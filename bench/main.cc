@@ -7,7 +7,9 @@
 // For each system (raw, courier, grpc, capnp) and transport it starts a server process (this
 // program with --serve, pinned to one CPU), runs the client here (pinned to another), and measures
 // echo latency (one call in flight), throughput (1/32/128 in flight), CPU and heap allocations per
-// call on each side (alloc_counter.h) for 64 B, 4 KiB and 1 MiB. Prints a table with ratios and
+// call on each side (alloc_counter.h) for 64 B, 4 KiB and 1 MiB, then the streaming figures
+// (issue #11: server-streaming messages/s, bidi ping-pong p50 beside unary; unix, tcp, shm;
+// --filter key SYSTEM/TRANSPORT/stream). Prints a table with ratios and
 // writes JSON and SVG (bench-results.{json,svg} in the working directory by default).
 // Exits 1 if any case failed, 2 on bad flags.
 #include <signal.h>
@@ -135,13 +137,16 @@ int Main(int argc, char** argv) {
   run.allocs_note = AllocCounterNote();
   std::fprintf(stderr, "courier-bench %s: gRPC %s; Cap'n Proto %s\n", mode.c_str(),
                run.grpc_note.c_str(), run.capnp_note.c_str());
-  run.cases = RunCases(systems, options);
+  run.cases = RunCases(systems, options, &run.streams);
   std::fprintf(stderr, "\n");
 
   PrintReport(run, stdout);
   int exit_code = 0;
   for (const CaseResult& c : run.cases) {
     if (!c.error.empty()) exit_code = 1;
+  }
+  for (const StreamResult& s : run.streams) {
+    if (!s.error.empty()) exit_code = 1;
   }
   if (run.cases.empty()) {
     std::fprintf(stderr, "courier-bench: no case matches --filter '%s'\n", filter.c_str());

@@ -119,6 +119,32 @@ std::pair<sockaddr_un, socklen_t> AbstractAddress(const std::string& name) {
   return {addr, static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size())};
 }
 
+namespace {
+
+// The one-way stream: `size`-byte messages, written back to back in batches of whole messages
+// (about 64 KiB) with blocking writes, for `duration_ms`; then the end marker.
+absl::Status StreamOut(int fd, uint32_t size, uint32_t duration_ms) {
+  const size_t message = kLengthSize + size;
+  const size_t per_write = std::max<size_t>(1, (64 * 1024) / message);
+  std::string batch;
+  std::string payload = MakePayload(size);
+  for (size_t i = 0; i < per_write; ++i) {
+    char header[kLengthSize];
+    PutLength(header, size);
+    batch.append(header, kLengthSize);
+    batch += payload;
+  }
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(duration_ms);
+  while (std::chrono::steady_clock::now() < end) {
+    if (absl::Status s = WriteAll(fd, batch.data(), batch.size()); !s.ok()) return s;
+  }
+  char marker[kLengthSize];
+  PutLength(marker, kStreamMarker);
+  return WriteAll(fd, marker, kLengthSize);
+}
+
+}  // namespace
+
 void EchoStream(int in_fd, int out_fd) {
   Fd in(in_fd);
   Fd out(out_fd == in_fd ? -1 : out_fd);
@@ -130,22 +156,43 @@ void EchoStream(int in_fd, int out_fd) {
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return;
     have += static_cast<size_t>(n);
-    size_t complete = 0;  // bytes of whole messages at the front
-    size_t needed = 0;    // size of the first incomplete message, once its length is known
-    while (have - complete >= kLengthSize) {
-      size_t message = kLengthSize + GetLength(buffer.data() + complete);
-      if (have - complete < message) {
-        needed = message;
-        break;
+    bool again = true;
+    while (again) {
+      again = false;
+      size_t complete = 0;  // bytes of whole messages at the front
+      size_t needed = 0;    // size of the first incomplete message, once its length is known
+      bool stream = false;  // a whole stream request follows them
+      while (have - complete >= kLengthSize) {
+        const uint32_t length = GetLength(buffer.data() + complete);
+        if (length == kStreamMarker) {
+          stream = have - complete >= kStreamRequestSize;
+          if (!stream) needed = kStreamRequestSize;
+          break;
+        }
+        size_t message = kLengthSize + length;
+        if (have - complete < message) {
+          needed = message;
+          break;
+        }
+        complete += message;
       }
-      complete += message;
+      if (complete > 0) {
+        if (!WriteAll(write_fd, buffer.data(), complete).ok()) return;
+        std::memmove(buffer.data(), buffer.data() + complete, have - complete);
+        have -= complete;
+      }
+      if (stream) {
+        if (!StreamOut(write_fd, GetLength(buffer.data() + kLengthSize),
+                       GetLength(buffer.data() + 2 * kLengthSize))
+                 .ok()) {
+          return;
+        }
+        std::memmove(buffer.data(), buffer.data() + kStreamRequestSize, have - kStreamRequestSize);
+        have -= kStreamRequestSize;
+        again = true;
+      }
+      if (needed > buffer.size()) buffer.resize(needed);
     }
-    if (complete > 0) {
-      if (!WriteAll(write_fd, buffer.data(), complete).ok()) return;
-      std::memmove(buffer.data(), buffer.data() + complete, have - complete);
-      have -= complete;
-    }
-    if (needed > buffer.size()) buffer.resize(needed);
   }
 }
 
@@ -166,6 +213,50 @@ class RawClient final : public EchoClient {
                                 .count());
     }
     return absl::OkStatus();
+  }
+
+  // The one-way stream (EchoStream's kStreamMarker): reads into a 256 KiB buffer and counts
+  // the whole messages in each read, until the end marker.
+  absl::StatusOr<StreamSample> StreamDownload(size_t payload, double warmup_s,
+                                              double measure_s) override {
+    char request[kStreamRequestSize];
+    PutLength(request, kStreamMarker);
+    PutLength(request + kLengthSize, static_cast<uint32_t>(payload));
+    PutLength(request + 2 * kLengthSize, static_cast<uint32_t>((warmup_s + measure_s) * 1000));
+    if (absl::Status s = WriteAll(write_fd_, request, sizeof(request)); !s.ok()) return s;
+    StreamWindow window(warmup_s);
+    std::vector<char> buffer(256 * 1024);
+    size_t have = 0;
+    while (true) {
+      ssize_t n = read(in_.get(), buffer.data() + have, buffer.size() - have);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return Errno("read");
+      if (n == 0) return absl::UnavailableError("raw read: peer closed");
+      have += static_cast<size_t>(n);
+      size_t offset = 0;
+      int64_t messages = 0;
+      bool ended = false;
+      while (have - offset >= kLengthSize) {
+        const uint32_t length = GetLength(buffer.data() + offset);
+        if (length == kStreamMarker) {
+          ended = true;
+          offset += kLengthSize;
+          break;
+        }
+        if (length != payload) return absl::DataLossError("raw: stream message of the wrong size");
+        if (have - offset < kLengthSize + length) break;
+        offset += kLengthSize + length;
+        ++messages;
+      }
+      window.Received(messages);
+      if (ended) {
+        window.Close();
+        if (offset != have) return absl::DataLossError("raw: bytes after the stream's end");
+        return window.Result();
+      }
+      std::memmove(buffer.data(), buffer.data() + offset, have - offset);
+      have -= offset;
+    }
   }
 
   absl::Status Saturate(size_t payload, int in_flight, CallCounters& counters) override {

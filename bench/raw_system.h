@@ -17,6 +17,12 @@
 namespace courier::bench {
 
 inline constexpr size_t kLengthSize = 4;
+// The one-way stream (issue #11's floor): a request is this length value, then the 4-byte
+// message size and the 4-byte duration in milliseconds; the server answers with messages of that
+// size back to back (written in batches of about 64 KiB), then this length value alone, and goes
+// back to echoing.
+inline constexpr uint32_t kStreamMarker = 0xffffffff;
+inline constexpr size_t kStreamRequestSize = 3 * kLengthSize;
 void PutLength(char* at, uint32_t length);
 uint32_t GetLength(const char* at);
 
@@ -24,7 +30,8 @@ uint32_t GetLength(const char* at);
 std::pair<sockaddr_un, socklen_t> AbstractAddress(const std::string& name);
 
 // Server side of one connection: reads from `in` and writes every complete message back to
-// `out` (the same descriptor for a socket) with one blocking write, until `in` ends or fails.
+// `out` (the same descriptor for a socket) with one blocking write, until `in` ends or fails;
+// a one-way stream request (kStreamMarker) is answered with its stream.
 // Takes ownership of both and closes them.
 void EchoStream(int in, int out);
 

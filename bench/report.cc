@@ -129,6 +129,39 @@ void PrintTargets(const RunResult& run, std::FILE* out) {
   }
 }
 
+void PrintStreaming(const RunResult& run, std::FILE* out) {
+  if (run.streams.empty()) return;
+  std::fprintf(out,
+               "\nStreaming (issue #11), %s messages: stream msg/s: one server-streaming call, "
+               "messages back to back (raw: its one-way stream); bidi: one message out and its "
+               "echo back on one open bidi stream, beside unary calls on the same connection\n",
+               PayloadLabel(run.streams.front().payload).c_str());
+  std::string header = absl::StrFormat("%-8s %-10s %13s %11s %11s %12s %12s", "system",
+                                       "transport", "stream msg/s", "bidi p50 us", "bidi p99 us",
+                                       "unary p50 us", "unary p99 us");
+  std::fprintf(out, "%s\n%s\n", header.c_str(), std::string(header.size(), '-').c_str());
+  for (const StreamResult& r : run.streams) {
+    std::fprintf(out, "%s\n",
+                 absl::StrFormat("%-8s %-10s %13s %11s %11s %12s %12s", r.system, r.transport,
+                                 r.download ? Rate(r.download->messages_per_s) : "-",
+                                 r.bidi ? Micros(r.bidi->p50_us) : "-",
+                                 r.bidi ? Micros(r.bidi->p99_us) : "-",
+                                 r.unary ? Micros(r.unary->p50_us) : "-",
+                                 r.unary ? Micros(r.unary->p99_us) : "-")
+                     .c_str());
+    if (!r.error.empty()) std::fprintf(out, "  ^ FAILED: %s\n", r.error.c_str());
+  }
+  std::vector<StreamRatio> ratios = ComputeStreamRatios(run);
+  if (ratios.empty()) return;
+  std::fprintf(out, "\nStreaming ratios within this run\n");
+  for (const StreamRatio& r : ratios) {
+    std::string what = absl::StrCat(r.description, " (", r.transport, ")");
+    if (r.limit) absl::StrAppend(&what, absl::StrFormat(" <= %.2fx", *r.limit));
+    std::fprintf(out, "  %-62s %9s  %s\n", what.c_str(), Times(r.value).c_str(),
+                 r.verdict.c_str());
+  }
+}
+
 }  // namespace
 
 void PrintReport(const RunResult& run, std::FILE* out) {
@@ -150,6 +183,7 @@ void PrintReport(const RunResult& run, std::FILE* out) {
   PrintCases(run, out);
   PrintRatios(run, out);
   PrintTargets(run, out);
+  PrintStreaming(run, out);
 }
 
 }  // namespace courier::bench

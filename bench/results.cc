@@ -74,6 +74,45 @@ std::vector<Ratio> ComputeRatios(const RunResult& run) {
   return ratios;
 }
 
+std::vector<StreamRatio> ComputeStreamRatios(const RunResult& run) {
+  auto find = [&](const std::string& system, const std::string& transport) -> const StreamResult* {
+    for (const StreamResult& r : run.streams) {
+      if (r.system == system && r.transport == transport) return &r;
+    }
+    return nullptr;
+  };
+  auto rate = [](const StreamResult* r) -> std::optional<double> {
+    if (!r || !r->download) return std::nullopt;
+    return r->download->messages_per_s;
+  };
+  std::vector<StreamRatio> ratios;
+  for (const char* other : {"grpc", "raw"}) {
+    for (const StreamResult& c : run.streams) {
+      if (c.system != "courier") continue;
+      const StreamResult* o = find(other, c.transport);
+      if (!o || !o->download) continue;
+      StreamRatio r;
+      r.description = absl::StrCat("courier/", other, " messages/s");
+      r.transport = c.transport;
+      r.value = Divide(rate(&c), rate(o));
+      r.higher_is_better = true;
+      r.verdict = r.value ? "reported" : "n/a";
+      ratios.push_back(std::move(r));
+    }
+  }
+  for (const StreamResult& c : run.streams) {
+    if (c.system != "courier" || (!c.bidi && !c.unary)) continue;
+    StreamRatio r;
+    r.description = "courier bidi p50 / unary p50";
+    r.transport = c.transport;
+    if (c.bidi && c.unary) r.value = Divide(c.bidi->p50_us, c.unary->p50_us);
+    r.limit = 1.20;
+    r.verdict = !r.value ? "n/a" : *r.value <= *r.limit ? "met" : "missed";
+    ratios.push_back(std::move(r));
+  }
+  return ratios;
+}
+
 std::vector<TargetCheck> CheckTargets(const RunResult& run) {
   std::vector<TargetCheck> checks;
   int issue = 8;

@@ -43,6 +43,34 @@ struct CaseResult {
   const ThroughputFigures* AtInFlight(int in_flight) const;
 };
 
+// Streaming (issue #11), one system on one transport: a server-streaming sample of `payload`
+// byte messages, and (courier) bidirectional ping-pong beside unary calls on the same connection.
+struct StreamFigures {
+  int64_t messages = 0;
+  double seconds = 0;
+  double messages_per_s = 0;
+};
+struct StreamResult {
+  std::string system, transport;
+  size_t payload = 0;
+  std::string error;                      // empty when every phase it supports ran
+  std::optional<StreamFigures> download;  // nullopt: not supported (or failed)
+  // One message out and its echo back on one open bidi stream, and unary calls, interleaved in
+  // rounds on one connection; nullopt when not supported.
+  std::optional<LatencyFigures> bidi, unary;
+};
+
+// The streaming section's ratios: courier ÷ gRPC and courier ÷ raw messages/s, and courier's bidi
+// p50 ÷ its unary p50 (target <= 1.20x); verdict "met", "missed" or "reported" (no limit).
+struct StreamRatio {
+  std::string description;  // "courier/grpc messages/s"
+  std::string transport;
+  std::optional<double> value;
+  std::optional<double> limit;
+  bool higher_is_better = false;
+  std::string verdict;
+};
+
 struct MachineInfo {
   int nproc = 0;
   std::string cpu_model, kernel, hostname, date;
@@ -61,6 +89,7 @@ struct RunResult {
   std::string allocs_note;  // what the allocation counter counts, or why it is off
   std::vector<int> in_flight;
   std::vector<CaseResult> cases;
+  std::vector<StreamResult> streams;
 
   const CaseResult* Find(const std::string& system, const std::string& transport,
                          size_t payload) const;
@@ -90,6 +119,7 @@ struct TargetCheck {
   std::string verdict;
 };
 std::vector<TargetCheck> CheckTargets(const RunResult& run);
+std::vector<StreamRatio> ComputeStreamRatios(const RunResult& run);
 
 // Nearest-rank percentile (0 < p <= 1) of an ascending sample; 0 if empty.
 double Percentile(const std::vector<int64_t>& sorted, double p);

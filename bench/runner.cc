@@ -193,24 +193,89 @@ void RunPayload(System& system, const std::string& transport, ServerProcess& ser
   std::fprintf(stderr, "%s\n", result.error.empty() ? "" : ("  FAILED: " + result.error).c_str());
 }
 
+// Bidi ping-pong and unary calls interleaved in rounds (so that a change in the machine's load
+// skews both alike), then one server-streaming sample; what the system does not support stays
+// nullopt.
+void RunStream(System& system, const std::string& transport, ServerProcess& server,
+               const StreamPlan& plan, StreamResult& result) {
+  absl::StatusOr<std::unique_ptr<EchoClient>> client = system.Connect(transport, server.endpoint());
+  if (!client.ok()) {
+    result.error = client.status().ToString();
+    std::fprintf(stderr, "  FAILED: %s\n", result.error.c_str());
+    return;
+  }
+  auto fail = [&](const char* what, const absl::Status& s) {
+    result.error = absl::StrCat(what, ": ", s.ToString());
+    std::fprintf(stderr, "  FAILED: %s\n", result.error.c_str());
+  };
+  std::vector<int64_t> bidi, unary;
+  const int per_round = std::max(1, plan.latency_calls / std::max(1, plan.rounds));
+  bidi.reserve(static_cast<size_t>(std::max(plan.warmup_calls, per_round * plan.rounds)));
+  unary.reserve(bidi.capacity());
+  absl::Status s = (*client)->BidiPingPong(plan.payload, plan.warmup_calls, bidi);
+  if (s.ok()) {
+    bidi.clear();
+    if (s = (*client)->PingPong(plan.payload, plan.warmup_calls, unary); !s.ok()) {
+      return fail("unary", s);
+    }
+    unary.clear();
+    for (int round = 0; round < plan.rounds; ++round) {
+      if (s = (*client)->PingPong(plan.payload, per_round, unary); !s.ok()) {
+        return fail("unary", s);
+      }
+      if (s = (*client)->BidiPingPong(plan.payload, per_round, bidi); !s.ok()) {
+        return fail("bidi", s);
+      }
+    }
+    result.bidi = SummarizeLatency(std::move(bidi));
+    result.unary = SummarizeLatency(std::move(unary));
+    std::fprintf(stderr, "  bidi p50 %6.1f us  unary p50 %6.1f us", result.bidi->p50_us,
+                 result.unary->p50_us);
+  } else if (!absl::IsUnimplemented(s)) {
+    return fail("bidi", s);
+  }
+  absl::StatusOr<StreamSample> sample =
+      (*client)->StreamDownload(plan.payload, plan.warmup_s, plan.measure_s);
+  if (sample.ok()) {
+    StreamFigures figures;
+    figures.messages = sample->messages;
+    figures.seconds = sample->seconds;
+    figures.messages_per_s =
+        sample->seconds > 0 ? static_cast<double>(sample->messages) / sample->seconds : 0;
+    result.download = figures;
+    std::fprintf(stderr, "  stream %.0f msg/s", figures.messages_per_s);
+  } else if (!absl::IsUnimplemented(sample.status())) {
+    return fail("server streaming", sample.status());
+  }
+  std::fprintf(stderr, "%s\n", !result.bidi && !result.download ? "  (no streaming: skipped)" : "");
+}
+
 }  // namespace
+
+std::string StreamKey(const std::string& system, const std::string& transport) {
+  return absl::StrCat(system, "/", transport, "/stream");
+}
 
 Plan MakePlan(const std::string& mode) {
   Plan plan;
   plan.mode = mode;
   plan.in_flight = {1, 32, 128};
   // {payload, warm-up calls, latency calls, throughput warm-up s, throughput window s}
+  // {payload, warm-up calls, latency calls, rounds, streaming warm-up s, window s, transports}
   if (mode == "smoke") {
     plan.payloads = {{64, 50, 300, 0.05, 0.2}};
     plan.only_transports = {"unix", "shm", "shm-nospin", "pipe", "fifo", "udp", "mq"};
+    plan.stream = {64, 50, 300, 2, 0.05, 0.2, {"unix", "shm"}};
   } else if (mode == "quick") {
     plan.payloads = {
         {64, 200, 2000, 0.1, 0.4}, {4096, 200, 2000, 0.1, 0.4}, {kMiB, 5, 50, 0.15, 0.5}};
+    plan.stream = {64, 200, 2000, 4, 0.2, 1.0, {"unix", "tcp", "shm"}};
   } else {
     plan.mode = "full";
     plan.payloads = {
         {64, 2000, 20000, 0.5, 3.0}, {4096, 2000, 20000, 0.5, 3.0}, {kMiB, 20, 500, 0.5, 3.0}};
     plan.max_window_s = 15;
+    plan.stream = {64, 2000, 20000, 10, 0.5, 3.0, {"unix", "tcp", "shm"}};
   }
   return plan;
 }
@@ -221,7 +286,7 @@ std::string CaseKey(const std::string& system, const std::string& transport, siz
 }
 
 std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& systems,
-                                 const RunOptions& options) {
+                                 const RunOptions& options, std::vector<StreamResult>* streams) {
   // Transport-major, then payload, then system: the figures a ratio compares are taken seconds
   // apart, so a change in the machine's load (it may be shared) skews them less.
   std::vector<std::string> transports;
@@ -249,18 +314,32 @@ std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& sys
                std::string::npos;
   };
 
+  const std::vector<std::string>& stream_transports = options.plan.stream.transports;
+  auto stream_selected = [&](const System& system, const std::string& transport) {
+    std::vector<std::string> own = system.transports();
+    return std::find(own.begin(), own.end(), transport) != own.end() &&
+           std::find(stream_transports.begin(), stream_transports.end(), transport) !=
+               stream_transports.end() &&
+           StreamKey(std::string(system.name()), transport).find(options.filter) !=
+               std::string::npos;
+  };
+
   std::vector<CaseResult> results;
   for (const std::string& transport : transports) {
     // One server per system on this transport, started only if one of its cases is selected.
     std::vector<std::optional<absl::StatusOr<std::unique_ptr<ServerProcess>>>> servers(
         systems.size());
+    auto start = [&](size_t i) {
+      if (!servers[i]) {
+        servers[i] =
+            ServerProcess::Start(options.exe, systems[i]->name(), transport, options.server_cpu);
+      }
+    };
     for (size_t i = 0; i < systems.size(); ++i) {
       for (const PayloadPlan& p : options.plan.payloads) {
-        if (!servers[i] && selected(*systems[i], transport, p.payload)) {
-          servers[i] =
-              ServerProcess::Start(options.exe, systems[i]->name(), transport, options.server_cpu);
-        }
+        if (selected(*systems[i], transport, p.payload)) start(i);
       }
+      if (streams && stream_selected(*systems[i], transport)) start(i);
     }
     for (const PayloadPlan& payload : options.plan.payloads) {
       for (size_t i = 0; i < systems.size(); ++i) {
@@ -276,6 +355,24 @@ std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& sys
           continue;
         }
         RunPayload(*systems[i], transport, ***servers[i], options.plan, payload, result);
+      }
+    }
+    for (size_t i = 0; streams && i < systems.size(); ++i) {
+      if (!servers[i] || !stream_selected(*systems[i], transport)) continue;
+      StreamResult result;
+      result.system = std::string(systems[i]->name());
+      result.transport = transport;
+      result.payload = options.plan.stream.payload;
+      std::fprintf(stderr, "%-24s", StreamKey(result.system, transport).c_str());
+      if (!servers[i]->ok()) {
+        result.error = servers[i]->status().ToString();
+        std::fprintf(stderr, "  FAILED: %s\n", result.error.c_str());
+      } else {
+        RunStream(*systems[i], transport, ***servers[i], options.plan.stream, result);
+      }
+      // A system with no streaming at all (capnp) leaves no row.
+      if (!result.error.empty() || result.download || result.bidi) {
+        streams->push_back(std::move(result));
       }
     }
   }

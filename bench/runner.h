@@ -20,6 +20,19 @@ struct PayloadPlan {
   double measure_s = 0;   // the throughput window
 };
 
+// The streaming phase (issue #11), after a transport's payload cases, on a fresh connection per
+// system: bidi ping-pong and unary calls interleaved in `rounds` (each round opens one bidi
+// stream), then one server-streaming sample. Systems without them are skipped.
+struct StreamPlan {
+  size_t payload = 64;
+  int warmup_calls = 0;   // untimed, bidi and unary each
+  int latency_calls = 0;  // timed, bidi and unary each, split over `rounds`
+  int rounds = 4;
+  double warmup_s = 0;   // server streaming: before the window
+  double measure_s = 0;  // server streaming: the window
+  std::vector<std::string> transports;  // where it runs (those a system has)
+};
+
 struct Plan {
   std::string mode;  // "smoke", "quick", "full"
   std::vector<PayloadPlan> payloads;
@@ -29,6 +42,7 @@ struct Plan {
   // A throughput window runs past measure_s until every in-flight slot has completed a call,
   // for slow cases (large messages, many in flight), but no longer than this.
   double max_window_s = 2;
+  StreamPlan stream;
 };
 // "smoke", "quick" or "full"; anything else is treated as "full".
 Plan MakePlan(const std::string& mode);
@@ -43,9 +57,13 @@ struct RunOptions {
 // "courier/unix/64B": what --filter matches.
 std::string CaseKey(const std::string& system, const std::string& transport, size_t payload);
 
+// "courier/unix/stream": the streaming phase's key for --filter.
+std::string StreamKey(const std::string& system, const std::string& transport);
+
 // Runs every case (progress on stderr) and returns what was measured, ordered by transport,
-// payload, then system; a case that fails keeps its error and the run goes on.
+// payload, then system; a case that fails keeps its error and the run goes on. The streaming
+// phase's results go to `streams` (by transport, then system).
 std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& systems,
-                                 const RunOptions& options);
+                                 const RunOptions& options, std::vector<StreamResult>* streams);
 
 }  // namespace courier::bench

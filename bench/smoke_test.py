@@ -4,7 +4,8 @@
 Usage: smoke_test.py PATH/TO/courier-bench
 Checks the exit status, the table on stdout, that the JSON parses and holds positive figures for
 every case (and allocation counts, when the build counts them), that raw and courier also ran
-over shm:// (spinning and not), and that the SVG is an <svg> document. gRPC and Cap'n Proto may each be present or absent, as long as the output says which.
+over shm:// (spinning and not), that the streaming section (issue #11) holds positive figures
+for courier, raw and (when built) gRPC, and that the SVG is an <svg> document. gRPC and Cap'n Proto may each be present or absent, as long as the output says which.
 No timing assertions: figures only need to be positive numbers.
 """
 import json
@@ -103,6 +104,37 @@ def main():
                 t["issue"] not in (8, 9) or (t["verdict"] == "reported") != (t["limit"] is None)
                 for t in data["targets"]):
             fail(f"targets are malformed: {data['targets']}")
+
+        # Streaming (issue #11): courier ran bidi ping-pong and server streaming over unix and
+        # shm, raw its one-way stream over unix; gRPC, when built, server streaming over unix.
+        streaming = data.get("streaming")
+        if not isinstance(streaming, dict) or "results" not in streaming:
+            fail("JSON lacks the streaming section")
+        streams = {(r["system"], r["transport"]): r for r in streaming["results"]}
+        wanted = [("courier", "unix"), ("courier", "shm"), ("raw", "unix")]
+        if data["grpc"]["included"]:
+            wanted.append(("grpc", "unix"))
+        for key in wanted:
+            r = streams.get(key)
+            if r is None:
+                fail(f"no {key[0]}/{key[1]} streaming result (ran {sorted(streams)})")
+            if not r["ok"]:
+                fail(f"{key[0]}/{key[1]} streaming failed: {r['error']}")
+            positive((r["server_streaming"] or {}).get("messages_per_s"),
+                     f"{key[0]}/{key[1]} server_streaming.messages_per_s")
+        for transport in ("unix", "shm"):
+            r = streams[("courier", transport)]
+            for key in ("bidi_ping_pong", "unary"):
+                positive((r[key] or {}).get("p50_us"), f"courier/{transport} {key}.p50_us")
+        for r in streaming["results"]:
+            if not r["ok"]:
+                fail(f'{r["system"]}/{r["transport"]} streaming failed: {r["error"]}')
+        ratios = {(r["ratio"], r["transport"]) for r in streaming["ratios"]}
+        for ratio in [("courier bidi p50 / unary p50", "unix"), ("courier/raw messages/s", "unix")]:
+            if ratio not in ratios:
+                fail(f"no streaming ratio {ratio} (have {sorted(ratios)})")
+        if "Streaming (issue #11)" not in run.stdout:
+            fail("stdout lacks the streaming section", output)
 
         with open(svg_path) as f:
             svg = f.read()

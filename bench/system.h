@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -24,6 +25,59 @@ struct CallCounters {
   std::atomic<bool> stop{false};       // set by the sampler: issue no new calls
 };
 
+// What a server-streaming sample counted: messages that arrived in the window, and its length.
+struct StreamSample {
+  int64_t messages = 0;
+  double seconds = 0;
+};
+
+// The client's side of a server-streaming sample (StreamDownload): the server writes for
+// warmup + measure seconds from when it got the request; the window opens `warmup` seconds
+// after this was made (the request was sent) and closes when the stream ends, so it is about
+// `measure` seconds of messages arriving back to back. Until it opens, the clock is read every
+// 16th message; after, not at all, so counting costs next to nothing.
+class StreamWindow {
+ public:
+  explicit StreamWindow(double warmup_s)
+      : opens_(std::chrono::steady_clock::now() +
+               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                   std::chrono::duration<double>(warmup_s))) {}
+  // `n` more messages arrived.
+  void Received(int64_t n = 1) {
+    if (open_) {
+      messages_ += n;
+      return;
+    }
+    since_check_ += n;
+    if (since_check_ < 16) return;
+    since_check_ = 0;
+    if (std::chrono::steady_clock::now() >= opens_) {
+      open_ = true;
+      begin_ = std::chrono::steady_clock::now();
+    }
+  }
+  // The stream ended (its last message came before).
+  void Close() {
+    if (!closed_) end_ = std::chrono::steady_clock::now();
+    closed_ = true;
+  }
+  absl::StatusOr<StreamSample> Result() const {
+    if (!closed_ || !open_ || messages_ <= 0) {
+      return absl::InternalError("the stream ended before its measurement window");
+    }
+    StreamSample sample;
+    sample.messages = messages_;
+    sample.seconds = std::chrono::duration<double>(end_ - begin_).count();
+    return sample;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point opens_, begin_, end_;
+  bool open_ = false, closed_ = false;
+  int64_t since_check_ = 0;
+  int64_t messages_ = 0;
+};
+
 // One connection (or channel) from the driver to a server, used from one thread.
 class EchoClient {
  public:
@@ -35,6 +89,24 @@ class EchoClient {
   // `counters.completed`, until `counters.stop` is set (from another thread); returns once every
   // outstanding call has come back, so the connection can be used again.
   virtual absl::Status Saturate(size_t payload, int in_flight, CallCounters& counters) = 0;
+
+  // Streaming (issue #11); a system or transport without it keeps these defaults (kUnimplemented),
+  // and the report shows "-".
+  //
+  // One server-streaming call: the server writes messages of `payload` bytes back to back for
+  // warmup_s + measure_s, as fast as its flow control lets it, then ends the stream; the client
+  // counts them in a StreamWindow(warmup_s). The connection is usable again after it returns.
+  virtual absl::StatusOr<StreamSample> StreamDownload(size_t /*payload*/, double /*warmup_s*/,
+                                                      double /*measure_s*/) {
+    return absl::UnimplementedError("no server streaming");
+  }
+  // Opens one bidirectional stream and makes `count` round trips on it, one message of
+  // `payload` bytes out and its echo back, appending each in nanoseconds to `round_trips`
+  // (opening and closing the stream is not timed).
+  virtual absl::Status BidiPingPong(size_t /*payload*/, int /*count*/,
+                                    std::vector<int64_t>& /*round_trips*/) {
+    return absl::UnimplementedError("no bidirectional streaming");
+  }
 };
 
 class System {
