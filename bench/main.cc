@@ -148,7 +148,7 @@ int Main(int argc, char** argv) {
   for (const StreamResult& s : run.streams) {
     if (!s.error.empty()) exit_code = 1;
   }
-  if (run.cases.empty()) {
+  if (run.cases.empty() && run.streams.empty()) {
     std::fprintf(stderr, "courier-bench: no case matches --filter '%s'\n", filter.c_str());
     exit_code = 1;
   }

@@ -86,6 +86,18 @@ uint64_t Session::Send(Frame frame) {
   return sequence;
 }
 
+uint64_t Session::SendSoon(Frame frame) {
+  if (!corked_ && !write_pending_ && !flush_posted_ && !closed_ && !close_after_flush_) {
+    // Flush (below, and for every frame queued meanwhile) waits for this.
+    flush_posted_ = true;
+    asio::post(executor_, [self = shared_from_this()] {
+      self->flush_posted_ = false;
+      if (!self->closed_) self->Flush();
+    });
+  }
+  return Send(std::move(frame));
+}
+
 bool Session::Unsend(uint64_t sequence) {
   if (closed_ || sequence < outbox_first_sequence_) return false;
   const uint64_t index = sequence - outbox_first_sequence_;
@@ -289,7 +301,7 @@ bool Session::HandleFrame(Frame& f) {
 }
 
 void Session::Flush() {
-  if (flushing_ || write_pending_ || corked_) return;
+  if (flushing_ || write_pending_ || corked_ || flush_posted_) return;
   std::shared_ptr<Session> self = shared_from_this();
   flushing_ = true;
   const size_t max_frames = framed_.traits().message_boundaries ? 1 : kMaxBatchFrames;

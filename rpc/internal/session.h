@@ -104,6 +104,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // flight (then with the next). Returns the frame's sequence number, for Unsend. Dropped after
   // Close().
   uint64_t Send(transport::Frame frame);
+  // Send for a burst: the frame is queued and written from the reactor's queue (once for all
+  // frames queued until then), so a writer producing many small frames in a row pays one write
+  // for them, not one each. Frames already being batched go with the batch.
+  uint64_t SendSoon(transport::Frame frame);
   // Takes back a frame queued by Send that no write has taken yet, and
   // returns true; false if it is already (being) written or the session is closed.
   bool Unsend(uint64_t sequence);
@@ -203,6 +207,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool flushing_ = false;       // inside Flush (a Send from a hook must not re-enter it)
   bool reading_paused_ = false;
   bool resume_posted_ = false;
+  bool flush_posted_ = false;  // SendSoon's flush is in the reactor's queue
   bool close_after_flush_ = false;
   bool closed_ = false;
   absl::Status flush_status_;

@@ -130,7 +130,14 @@ void StreamCore::Pump() {
     ++sent_;
     // May write at once, and a write's completion may end the call: nothing of `this` is used
     // after the last Send but the loop test (the owner keeps the stream alive meanwhile).
-    session_->Send(std::move(out));
+    // A writer several messages into a burst lets them go out in one write (PROTOCOL-neutral:
+    // only the batching changes). Measured over unix://, 64 B server streaming: 0.59M
+    // messages/s with a write per message.
+    if (burst_ >= kBurstToBatch) {
+      session_->SendSoon(std::move(out));
+    } else {
+      session_->Send(std::move(out));
+    }
     if (session_ == nullptr) return;
   }
   if (outq_.empty() || sent_ == queued_) Wake(write_waiter_);
@@ -171,6 +178,7 @@ asio::awaitable<std::optional<std::string>> StreamCore::Read() {
   for (;;) {
     if (!inbox_.empty()) co_return TakeMessage();
     if (peer_half_closed_ || ended_ || read_waiter_) co_return std::nullopt;
+    burst_ = 0;  // a writer that waits for the peer between writes is not in a burst
     co_await Wait(read_waiter_);
     if (std::exchange(read_waiter_.cancelled, false)) co_return std::nullopt;
   }
@@ -196,6 +204,11 @@ asio::awaitable<absl::Status> StreamCore::Write(std::string message) {
   if (writing_) co_return absl::FailedPreconditionError("a stream write while another is waiting");
   if (absl::Status s = Enqueue(std::move(message)); !s.ok()) co_return s;
   const uint64_t mine = queued_;
+  if (sent_ >= mine) {
+    ++burst_;  // went at once: the writer may be in a burst
+    co_return absl::OkStatus();
+  }
+  burst_ = 0;
   writing_ = true;
   bool cancelled = false;
   while (sent_ < mine && !ended_ && !cancelled) {

@@ -130,6 +130,10 @@ class StreamCore {
   uint64_t queued_ = 0;  // frames ever queued in outq_, and handed on from it
   uint64_t sent_ = 0;
   bool writes_done_ = false;
+  // Writes in a row that went at once, with no wait for a read between them; from
+  // kBurstToBatch on, frames are written in batches (Session::SendSoon).
+  static constexpr int kBurstToBatch = 2;
+  int burst_ = 0;
   bool writing_ = false;
   // The end.
   bool ended_ = false;
