@@ -573,8 +573,11 @@ class ServerSession final : public Session {
     }
     Metadata metadata = call.ctx.response_metadata();
     if (call.stream != nullptr) {
-      // The trailer goes after the messages still queued; the call stays until it is written.
+      // The handler is done: what it still had queued (writes it gave up waiting for) is
+      // dropped, messages from the client are discarded from now on, and the trailer goes
+      // (PROTOCOL.md §13). The call stays until the trailer is written.
       std::shared_ptr<ServerCall> keep = calls_.at(id);
+      call.stream->End(absl::FailedPreconditionError("the handler has returned"), true);
       call.stream->QueueFrame(Frame{FrameType::kResponse, transport::kFlagEndOfStream, id,
                                     ResponsePayload(std::move(result), std::move(metadata))});
       return;

@@ -12,7 +12,7 @@ import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAGIC = 0x31435052
-HELLO, REQUEST, RESPONSE, CANCEL, PING, PONG, GOAWAY = range(1, 8)
+HELLO, REQUEST, RESPONSE, CANCEL, PING, PONG, GOAWAY, MESSAGE, WINDOW = range(1, 10)
 EOS = 0x01
 
 # Mode byte: bits 0-5 chunk size index (index + 1 bytes below 40), bit 6 zero-copy payloads,
@@ -89,15 +89,38 @@ READ_1, READ_3, READ_7, READ_16, READ_61, READ_256, READ_4096, READ_ALL = range(
 TAKE_ALL, TAKE_NOTHING, TAKE_SOME, PEER_GONE = 0x00, 0x08, 0x10, 0x18
 HOLD, MESSAGES, SHUTDOWN = 0x20, 0x40, 0x80
 
-ECHO, TYPED_HELLO, SLEEP, FAIL, THROW, BIG = (
-    b'/fuzz.Fuzz/' + m for m in (b'Echo', b'Hello', b'Sleep', b'Fail', b'Throw', b'Big'))
+ECHO, TYPED_HELLO, SLEEP, FAIL, THROW, BIG, STREAM, FLOOD = (
+    b'/fuzz.Fuzz/' + m
+    for m in (b'Echo', b'Hello', b'Sleep', b'Fail', b'Throw', b'Big', b'Stream', b'Flood'))
 
 
-def client_hello(version=1, max_frame_payload=0, agent=b'fuzz-client'):
+def client_hello(version=1, max_frame_payload=0, agent=b'fuzz-client', stream_window=0):
     body = uint_field(1, version) if version else b''
     if max_frame_payload:
         body += uint_field(2, max_frame_payload)
-    return frame(HELLO, 0, 0, body + bytes_field(3, agent))
+    body += bytes_field(3, agent)
+    if stream_window:
+        body += uint_field(5, stream_window)
+    return frame(HELLO, 0, 0, body)
+
+
+def open_stream(call_id, method, timeout_us=1000000, message=b''):
+    head = bytes_field(1, method)
+    if timeout_us:
+        head += uint_field(2, timeout_us)
+    return frame(REQUEST, 0, call_id, delimited(head, message))
+
+
+def message(call_id, data):
+    return frame(MESSAGE, 0, call_id, data)
+
+
+def half_close(call_id, payload=b''):
+    return frame(MESSAGE, EOS, call_id, payload)
+
+
+def window(call_id, grant, size=4):
+    return frame(WINDOW, 0, call_id, grant.to_bytes(8, 'little')[:size])
 
 
 def call(call_id, method, message=b'', timeout_us=1000000, metadata=()):
@@ -114,6 +137,7 @@ def sleep(call_id, steps, timeout_us=1000000):
 
 
 HI = client_hello()
+HS = client_hello(stream_window=65536)
 typed_hello_message = uint_field(1, 3) + bytes_field(3, b'typed')
 ping8 = frame(PING, 0, 0, b'12345678')
 
@@ -188,6 +212,51 @@ SESSION_SEEDS = {
     'over_frame_limit': bytes([READ_ALL]) + HI + header(REQUEST, EOS, 1, 0xFFFFFFFF),
     'reserved_bits': bytes([READ_ALL]) + HI + header(PING, 0x02, 0, 0),
     'type_zero': bytes([READ_ALL]) + HI + header(0, 0, 1, 0),
+    # Streaming calls (PROTOCOL.md §13).
+    'stream_echo': bytes([HOLD | READ_16]) + HS + open_stream(1, STREAM) + message(1, b'a') +
+                   message(1, b'') + message(1, b'ccc') + half_close(1),
+    'stream_echo_partial_writes': bytes([TAKE_SOME | HOLD | READ_61]) + HS +
+                                  open_stream(1, STREAM) + message(1, b'x' * 40) + half_close(1),
+    'stream_flood_small_window': bytes([HOLD | READ_ALL]) + client_hello(stream_window=64) +
+                                 open_stream(3, FLOOD) + message(3, b'\x3f\x10') +
+                                 half_close(3) + window(3, 100) + window(3, 1000),
+    'stream_flood_async_writes': bytes([TAKE_NOTHING | HOLD | READ_ALL]) + HS +
+                                 open_stream(3, FLOOD) + message(3, b'\x10\x40') + half_close(3),
+    'stream_flood_then_end': bytes([READ_7]) + HS + open_stream(3, FLOOD) +
+                             message(3, b'\x3f\xff') + half_close(3),
+    'stream_without_negotiation': bytes([HOLD | READ_ALL]) + HI + open_stream(1, STREAM),
+    'stream_cancel': bytes([HOLD | READ_16]) + HS + open_stream(2, STREAM) + message(2, b'a') +
+                     frame(CANCEL, 0, 2) + message(2, b'after cancel') + call(3, ECHO, b'x'),
+    'stream_deadline': bytes([HOLD | READ_ALL]) + HS + open_stream(2, STREAM, timeout_us=100) +
+                       message(2, b'late'),
+    'stream_to_unary_method': bytes([HOLD | READ_ALL]) + HS + open_stream(1, ECHO) +
+                              call(2, STREAM, b'unary call to a stream'),
+    'stream_open_with_message_bytes': bytes([HOLD | READ_ALL]) + HS +
+                                      open_stream(1, STREAM, message=b'extra'),
+    'stream_unknown_method': bytes([HOLD | READ_ALL]) + HS + open_stream(1, b'/fuzz.Fuzz/Nope'),
+    'stream_eos_with_payload': bytes([HOLD | READ_ALL]) + HS + open_stream(1, STREAM) +
+                               half_close(1, b'x'),
+    'stream_message_after_eos': bytes([HOLD | READ_ALL]) + HS + open_stream(1, STREAM) +
+                                half_close(1) + message(1, b'late'),
+    'stream_two_eos': bytes([HOLD | READ_ALL]) + HS + open_stream(1, STREAM) + half_close(1) +
+                      half_close(1),
+    'stream_message_to_unary_call': bytes([HOLD | READ_ALL]) + HS + sleep(4, 7) +
+                                    message(4, b'not a stream'),
+    'stream_frames_unknown_id': bytes([HOLD | READ_ALL]) + HS + message(9, b'x') +
+                                window(9, 5) + half_close(9) + call(1, ECHO, b'still here'),
+    'stream_frames_call_id_zero': bytes([HOLD | READ_ALL]) + HS + message(0, b'x'),
+    'window_bad_size': bytes([HOLD | READ_ALL]) + HS + open_stream(1, STREAM) +
+                       window(1, 7, size=3),
+    'window_zero': bytes([HOLD | READ_ALL]) + HS + open_stream(1, STREAM) + window(1, 0),
+    'window_overflow': bytes([HOLD | READ_ALL]) + HS + open_stream(1, STREAM) +
+                       window(1, 0x7fffffff) + window(1, 0x7fffffff),
+    'stream_many': bytes([HOLD | READ_61]) + HS +
+                   b''.join(open_stream(i, STREAM) + message(i, bytes([i])) for i in range(1, 9)) +
+                   b''.join(half_close(i) for i in range(1, 9, 2)) +
+                   b''.join(frame(CANCEL, 0, i) for i in range(2, 9, 2)),
+    'stream_shutdown_half_way': bytes([SHUTDOWN | HOLD | READ_16]) + HS +
+                                open_stream(1, STREAM) + message(1, b'a') + message(1, b'b') +
+                                half_close(1),
 }
 
 ENDPOINT_SEEDS = [

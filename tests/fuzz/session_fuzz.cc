@@ -11,9 +11,10 @@
 //   mode bit 6:    the connection has message boundaries (one Write per frame)
 //   mode bit 7:    Shutdown() the server once half the input has been read
 // Checks: every byte the server writes decodes as frames; the first is its hello; responses
-// answer call ids the client used, carry a ResponseHeader that parses and, when not OK, no
-// message; pongs and goaway are connection-level; the run ends (no hang, no work left once the
-// server is destroyed); and, under ASan, nothing leaks.
+// answer call ids the client used, carry a ResponseHeader that parses and, when not OK (or for
+// a stream), no message; stream messages and windows name the client's streams, and the server
+// half-closes only with its trailer; pongs and goaway are connection-level; the run ends (no
+// hang, no work left once the server is destroyed); and, under ASan, nothing leaks.
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -37,6 +38,7 @@
 #include "asio/awaitable.hpp"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
+#include "asio/experimental/awaitable_operators.hpp"
 #include "asio/io_context.hpp"
 #include "asio/post.hpp"
 #include "asio/steady_timer.hpp"
@@ -67,6 +69,13 @@ constexpr char kSleep[] = "/fuzz.Fuzz/Sleep";  // sleeps (request[0] % 8) * 250 
 constexpr char kFail[] = "/fuzz.Fuzz/Fail";    // status code (request[0] % 16) + 1, see below
 constexpr char kThrow[] = "/fuzz.Fuzz/Throw";  // a handler that throws: answered kInternal
 constexpr char kBig[] = "/fuzz.Fuzz/Big";      // 2 * (request[0] | request[1] << 8) bytes
+// Streaming (bidi): each message echoed, at most 16; ends OK after the client's half-close.
+constexpr char kStream[] = "/fuzz.Fuzz/Stream";
+// Streaming: after its first message m, writes m[0] % 64 messages of 4 * m[1] bytes.
+constexpr char kFlood[] = "/fuzz.Fuzz/Flood";
+// A stream handler waits at most this long for each read or write (a fuzz input may never send
+// what it waits for; the run must still end).
+constexpr auto kStreamPatience = std::chrono::milliseconds(2);
 
 // Far beyond any run's real length (a few ms): reaching it means the session hangs.
 constexpr auto kHangGuard = std::chrono::seconds(5);
@@ -291,6 +300,28 @@ class FuzzService {
           }
           co_return std::string(size, 'b');
         });
+    service_.AddRawStreamingMethod(
+        kStream,
+        [](ServerContext&, internal::StreamCore& stream) -> asio::awaitable<absl::Status> {
+          for (int i = 0; i < 16; ++i) {
+            std::optional<std::string> message = co_await ReadPatiently(stream);
+            if (!message) break;
+            if (!(co_await WritePatiently(stream, *std::move(message))).ok()) break;
+          }
+          co_return absl::OkStatus();
+        });
+    service_.AddRawStreamingMethod(
+        kFlood,
+        [](ServerContext&, internal::StreamCore& stream) -> asio::awaitable<absl::Status> {
+          std::optional<std::string> first = co_await ReadPatiently(stream);
+          if (!first || first->size() < 2) co_return absl::InvalidArgumentError("flood: 2 bytes");
+          const int count = static_cast<uint8_t>((*first)[0]) % 64;
+          const size_t size = 4 * size_t{static_cast<uint8_t>((*first)[1])};
+          for (int i = 0; i < count; ++i) {
+            if (!(co_await WritePatiently(stream, std::string(size, 'f'))).ok()) break;
+          }
+          co_return absl::OkStatus();
+        });
     // The server catches what a handler throws (courier's own code never throws).
     service_.AddRawMethod(
         kThrow,
@@ -302,12 +333,34 @@ class FuzzService {
   ServiceBase& service() { return service_; }
 
  private:
+  static asio::awaitable<std::optional<std::string>> ReadPatiently(internal::StreamCore& stream) {
+    using namespace asio::experimental::awaitable_operators;
+    asio::steady_timer timer(co_await asio::this_coro::executor, kStreamPatience);
+    auto result = co_await (stream.Read() || timer.async_wait(use_nothrow));
+    if (result.index() != 0) co_return std::nullopt;
+    co_return std::get<0>(std::move(result));
+  }
+  static asio::awaitable<absl::Status> WritePatiently(internal::StreamCore& stream,
+                                                      std::string message) {
+    using namespace asio::experimental::awaitable_operators;
+    asio::steady_timer timer(co_await asio::this_coro::executor, kStreamPatience);
+    auto result = co_await (stream.Write(std::move(message)) || timer.async_wait(use_nothrow));
+    if (result.index() != 0) co_return absl::DeadlineExceededError("flood: no credit");
+    co_return std::get<0>(std::move(result));
+  }
+
   GenericService service_;
 };
 
-// What the server sent must be a well-formed stream of server frames. `call_ids`: the request
-// call ids the client sent.
-void CheckOutput(const std::string& output, const absl::flat_hash_set<uint32_t>& call_ids) {
+// The call ids of the client's requests, and of those that opened streams.
+struct ClientCalls {
+  absl::flat_hash_set<uint32_t> all;
+  absl::flat_hash_set<uint32_t> streams;
+};
+
+// What the server sent must be a well-formed stream of server frames.
+void CheckOutput(const std::string& output, const ClientCalls& calls) {
+  const absl::flat_hash_set<uint32_t>& call_ids = calls.all;
   transport::FrameDecoder decoder(
       transport::FrameLimits{.max_payload = std::numeric_limits<uint32_t>::max()});
   decoder.Append(output);
@@ -338,8 +391,18 @@ void CheckOutput(const std::string& output, const absl::flat_hash_set<uint32_t>&
         }
         FUZZ_CHECK(offset.ok());
         if (header.code() != 0) FUZZ_CHECK(*offset == frame.payload.size());
+        // A stream's trailer carries no message: its messages came in kMessage frames.
+        if (calls.streams.contains(frame.call_id)) FUZZ_CHECK(*offset == frame.payload.size());
         break;
       }
+      case FrameType::kMessage:
+        FUZZ_CHECK(calls.streams.contains(frame.call_id));
+        FUZZ_CHECK(frame.flags == 0);  // a server half-closes with its trailer only
+        break;
+      case FrameType::kWindow:
+        FUZZ_CHECK(calls.streams.contains(frame.call_id));
+        FUZZ_CHECK(internal::DecodeWindow(frame.payload).ok());
+        break;
       case FrameType::kPing:
       case FrameType::kPong:
         FUZZ_CHECK(frame.call_id == 0);
@@ -360,15 +423,17 @@ void CheckOutput(const std::string& output, const absl::flat_hash_set<uint32_t>&
 
 // The call ids of the request frames in `stream`, as far as it decodes (the server stops there
 // too).
-absl::flat_hash_set<uint32_t> RequestCallIds(std::string_view stream) {
+ClientCalls RequestCallIds(std::string_view stream) {
   transport::FrameDecoder decoder(
       transport::FrameLimits{.max_payload = std::numeric_limits<uint32_t>::max()});
   decoder.Append(stream);
-  absl::flat_hash_set<uint32_t> ids;
+  ClientCalls ids;
   for (;;) {
     absl::StatusOr<std::optional<Frame>> next = decoder.Next();
     if (!next.ok() || !next->has_value()) return ids;
-    if ((*next)->type == FrameType::kRequest) ids.insert((*next)->call_id);
+    if ((*next)->type != FrameType::kRequest) continue;
+    ids.all.insert((*next)->call_id);
+    if (((*next)->flags & transport::kFlagEndOfStream) == 0) ids.streams.insert((*next)->call_id);
   }
 }
 
