@@ -346,7 +346,7 @@ std::shared_ptr<internal::ClientStream> Channel::OpenStream(std::string_view met
                        internal::EncodeRequest(method, options, 0, [](char*) {})};
   stream->registered_ = true;
   pending_.emplace(call_id, &call);
-  streams_.emplace(call_id, stream);
+  streams_.emplace(call_id, stream.get());
   if (call.deadline != Clock::time_point::max()) {
     deadlines_.insert({call.deadline, call_id});
     WatchDeadline(call.deadline);
@@ -364,12 +364,15 @@ void Channel::StreamEnded(PendingCall& call, absl::Status status, bool cancel_on
     session->Send(Frame{FrameType::kCancel, 0, stream.call_id(), {}});
   }
   stream.Detach();
-  if (auto it = streams_.find(stream.call_id()); it != streams_.end()) {
-    asio::post(executor_, [self = shared_from_this(), s = it->second] { self->ReleaseStream(s); });
+  if (stream.registered_) {
+    asio::post(executor_, [self = shared_from_this(), weak = stream.weak_from_this()] {
+      if (std::shared_ptr<internal::ClientStream> s = weak.lock()) self->ReleaseStream(*s);
+    });
   }
 }
 
-void Channel::ReleaseStream(std::shared_ptr<internal::ClientStream> stream) {
+void Channel::ReleaseStream(internal::ClientStream& stream_ref) {
+  internal::ClientStream* stream = &stream_ref;
   if (!stream->registered_) return;
   stream->registered_ = false;
   PendingCall& call = *stream->call_;
@@ -727,8 +730,8 @@ void Channel::OnResponse(ClientSession& session, Frame frame) {
                               : absl::StatusOr<internal::Reply>(status);
     stream.End(std::move(status), false);
     stream.Detach();
-    asio::post(executor_, [self = shared_from_this(), s = streams_.at(frame.call_id)] {
-      self->ReleaseStream(s);
+    asio::post(executor_, [self = shared_from_this(), weak = stream.weak_from_this()] {
+      if (std::shared_ptr<internal::ClientStream> s = weak.lock()) self->ReleaseStream(*s);
     });
     return;
   }
@@ -805,7 +808,13 @@ std::shared_ptr<ClientStream> ClientStream::Failed(asio::any_io_executor executo
   return std::shared_ptr<ClientStream>(new ClientStream(FailedTag{}, std::move(executor), std::move(status)));
 }
 
-ClientStream::~ClientStream() = default;
+ClientStream::~ClientStream() {
+  if (!registered_) return;
+  // The last handle went without the call's end being released yet: cancel it if it is still
+  // open, and leave the channel's tables now.
+  if (!ended()) channel_->GiveUp(*call_);
+  channel_->ReleaseStream(*this);
+}
 
 asio::awaitable<absl::Status> ClientStream::Finish() {
   (void)WritesDone();

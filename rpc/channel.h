@@ -193,9 +193,9 @@ class Channel : public std::enable_shared_from_this<Channel> {
   void OnGoAway(internal::ClientSession& session);
   void OnStreamFrame(internal::ClientSession& session, transport::Frame& frame);
   void OnQueueDrained(internal::ClientSession& session);
-  // A streaming call ended: it leaves the channel's tables (posted, never inside a loop over
-  // them), a call we gave up on is cancelled on the wire.
-  void ReleaseStream(std::shared_ptr<internal::ClientStream> stream);
+  // A streaming call ended: a call we gave up on is cancelled on the wire, and it leaves the
+  // channel's tables soon (posted: never inside a loop over them) or when its handle goes.
+  void ReleaseStream(internal::ClientStream& stream);
   void StreamEnded(internal::PendingCall& call, absl::Status status, bool cancel_on_wire);
   // After a call left pending_: closes a drained connection, stops dialling for nobody, lets
   // waiting calls go.
@@ -215,8 +215,9 @@ class Channel : public std::enable_shared_from_this<Channel> {
   uint32_t next_call_id_ = 0;
   uint64_t connect_attempts_ = 0;
   absl::flat_hash_map<uint32_t, internal::PendingCall*> pending_;
-  // Streaming calls in flight (their PendingCall is in pending_ too), kept alive until released.
-  absl::flat_hash_map<uint32_t, std::shared_ptr<internal::ClientStream>> streams_;
+  // Streaming calls in flight (their PendingCall is in pending_ too). Not owned: the handle owns
+  // its stream, whose destructor releases it here (so no cycle keeps a channel alive).
+  absl::flat_hash_map<uint32_t, internal::ClientStream*> streams_;
   // Calls not yet sent, in order: waiting for a connection or for room on it. Ids of calls that
   // gave up are skipped when met (and compacted away when they pile up).
   std::deque<uint32_t> waiting_;

@@ -264,9 +264,11 @@ class BlockingHandleBase {
       : stream_(std::move(stream)), settled_(stream_->ended()) {}
   BlockingHandleBase(BlockingHandleBase&&) noexcept = default;
   BlockingHandleBase& operator=(BlockingHandleBase&&) noexcept = delete;
+  // The stream is released on the channel's executor, never on the caller's thread.
   ~BlockingHandleBase() {
     if (stream_ && !settled_) {
-      asio::post(stream_->executor(), [stream = stream_] {
+      asio::any_io_executor executor = stream_->executor();
+      asio::post(executor, [stream = std::move(stream_)] {
         if (!stream->ended()) stream->Cancel();
       });
     }

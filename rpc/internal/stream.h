@@ -143,7 +143,7 @@ class StreamCore {
 
 // A streaming call's client side: created by Channel::OpenStream, held by the typed handle
 // (and by the channel until the call ends). Use on the channel's executor.
-class ClientStream final : public StreamCore {
+class ClientStream final : public StreamCore, public std::enable_shared_from_this<ClientStream> {
  public:
   ClientStream(std::shared_ptr<Channel> channel, uint32_t call_id, uint32_t receive_window,
                size_t max_receive);
@@ -170,6 +170,7 @@ class ClientStream final : public StreamCore {
   struct FailedTag {};
   ClientStream(FailedTag, asio::any_io_executor executor, absl::Status status);
 
+  // Held until the stream is destroyed (its destructor releases the call in the channel).
   std::shared_ptr<Channel> channel_;  // null for Failed()
   std::unique_ptr<PendingCall> call_;
   std::string method_;
