@@ -93,6 +93,11 @@ class ClientSession final : public Session {
           Close(absl::DataLossError("protocol error: response with call id 0"));
           return;
         }
+        if ((frame.flags & transport::kFlagEndOfStream) == 0) {
+          Close(absl::DataLossError(absl::StrCat("protocol error: response to call ",
+                                                 frame.call_id, " without end of stream")));
+          return;
+        }
         if (channel_ != nullptr) channel_->OnResponse(*this, std::move(frame));
         break;
       case FrameType::kGoAway:
@@ -415,8 +420,15 @@ void Channel::OnStreamFrame(ClientSession& session, Frame& frame) {
 
 void Channel::OnQueueDrained(ClientSession& session) {
   PumpWaiting();
+  // A pump may resume a writer inline, which may open or drop streams: not while iterating.
+  std::vector<std::weak_ptr<internal::ClientStream>> ready;
   for (auto& [id, stream] : streams_) {
-    if (stream->call_->session == &session && !stream->queue_empty()) stream->Pump();
+    if (stream->call_->session == &session && !stream->queue_empty()) {
+      ready.push_back(stream->weak_from_this());
+    }
+  }
+  for (std::weak_ptr<internal::ClientStream>& weak : ready) {
+    if (std::shared_ptr<internal::ClientStream> stream = weak.lock()) stream->Pump();
   }
 }
 

@@ -157,6 +157,10 @@ absl::Status Session::HandleHello(const Frame& frame) {
         absl::StrCat("protocol error: peer announced max_frame_payload ", hello.max_frame_payload(),
                      ", below the minimum of ", kMinFramePayload));
   }
+  if (hello.stream_window() > uint32_t{0x7fffffff}) {  // a window is a credit (StreamCore)
+    return absl::DataLossError(absl::StrCat("protocol error: peer announced stream_window ",
+                                            hello.stream_window(), ", above 2^31-1"));
+  }
   peer_hello_ = std::move(hello);
   return absl::OkStatus();
 }

@@ -92,9 +92,12 @@ void StreamCore::End(absl::Status status, bool discard) {
   end_status_ = std::move(status);
   // Messages not yet handed to the session are dropped; a trailer queued later still goes.
   std::erase_if(outq_, [](const Frame& f) { return f.type == FrameType::kMessage; });
-  Wake(read_waiter_);
-  Wake(write_waiter_);
-  Wake(end_waiter_);
+  // Posted, unlike a message's or a window's wake: End runs inside the owners' loops over their
+  // calls (a connection lost, a deadline passed) and before they are done with the stream, and a
+  // coroutine resumed here could drop its handle, and the stream with it, or open another call.
+  Wake(read_waiter_, false);
+  Wake(write_waiter_, false);
+  Wake(end_waiter_, false);
 }
 
 void StreamCore::QueueFrame(Frame frame) {

@@ -92,6 +92,20 @@ constexpr uint64_t kUdpIncarnation = 0xfedcba9876543210;  // the server's, per L
 constexpr uint64_t kUdpCookie = 0x8899aabbccddeeff;       // opaque to the client
 // The DATA's payload: the first 8 bytes of the client's HELLO frame (the stream may be cut
 // anywhere).
+// The frames of PROTOCOL.md §13.8, a short bidi call (both sides announce stream_window 8).
+constexpr std::string_view kStreamHelloHex = R"(52 50 43 31 01 00 00 00 00 00 00 00 04 00 00 00
+08 01 28 08)";
+constexpr std::string_view kStreamRequestHex = R"(52 50 43 31 02 00 00 00 01 00 00 00 1e 00 00 00
+1d 0a 1b 2f 63 6f 75 72 69 65 72 2e 65 78 61 6d
+70 6c 65 73 2e 45 63 68 6f 2f 43 68 61 74)";
+constexpr std::string_view kStreamMessageHex = R"(52 50 43 31 08 00 00 00 01 00 00 00 04 00 00 00
+0a 02 68 69)";
+constexpr std::string_view kStreamWindowHex = R"(52 50 43 31 09 00 00 00 01 00 00 00 04 00 00 00
+04 00 00 00)";
+constexpr std::string_view kStreamHalfCloseHex =
+    "52 50 43 31 08 01 00 00 01 00 00 00 00 00 00 00";
+constexpr std::string_view kStreamTrailerHex = R"(52 50 43 31 03 01 00 00 01 00 00 00 01 00 00 00
+00)";
 constexpr std::string_view kUdpDataPayloadHex = "52 50 43 31 01 00 00 00";
 
 std::string FromHex(std::string_view hex) {
@@ -276,17 +290,68 @@ TEST(ProtocolExample, DocumentedBytesDecodeWithTheRealDecoder) {
   EXPECT_EQ(echo.Text("EchoReply", response_message), "hi");
 }
 
+// §13.8: each frame of the bidi example, built with the real encoders.
+TEST(ProtocolExample, StreamingCallIsTheDocumentedBytes) {
+  EchoMessages echo;
+  courier::wire::Hello hello;
+  hello.set_version(1);
+  hello.set_stream_window(8);
+  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kHello, 0, 0, hello.SerializeAsString()))),
+            kStreamHelloHex);
+  courier::wire::RequestHeader request;
+  request.set_method("/courier.examples.Echo/Chat");
+  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kRequest, 0, 1, DelimitedPayload(request, "")))),
+            kStreamRequestHex);
+  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, 0, 1, echo.Serialize("EchoRequest", "hi")))),
+            kStreamMessageHex);
+  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, 0, 1, echo.Serialize("EchoReply", "hi")))),
+            kStreamMessageHex);
+  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kWindow, 0, 1, std::string("\x04\0\0\0", 4)))),
+            kStreamWindowHex);
+  std::string half_close = ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, kFlagEndOfStream, 1, "")));
+  EXPECT_EQ(half_close, kStreamHalfCloseHex);
+  courier::wire::ResponseHeader trailer;
+  trailer.set_code(static_cast<int>(absl::StatusCode::kOk));
+  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kResponse, kFlagEndOfStream, 1,
+                                        DelimitedPayload(trailer, "")))),
+            kStreamTrailerHex);
+}
+
+// The real decoder reads §13.8's frames back, in the client's order of sending.
+TEST(ProtocolExample, StreamingFramesDecodeWithTheRealDecoder) {
+  FrameDecoder decoder;
+  decoder.Append(FromHex(kStreamHelloHex) + FromHex(kStreamRequestHex) +
+                 FromHex(kStreamMessageHex) + FromHex(kStreamWindowHex) +
+                 FromHex(kStreamHalfCloseHex) + FromHex(kStreamTrailerHex));
+  const std::pair<FrameType, uint8_t> want[] = {
+      {FrameType::kHello, 0},   {FrameType::kRequest, 0}, {FrameType::kMessage, 0},
+      {FrameType::kWindow, 0},  {FrameType::kMessage, kFlagEndOfStream},
+      {FrameType::kResponse, kFlagEndOfStream}};
+  for (auto [type, flags] : want) {
+    absl::StatusOr<std::optional<Frame>> frame = decoder.Next();
+    ASSERT_THAT(frame.status(), IsOk());
+    ASSERT_TRUE(frame->has_value());
+    EXPECT_EQ((*frame)->type, type);
+    EXPECT_EQ((*frame)->flags, flags);
+    EXPECT_EQ((*frame)->call_id, type == FrameType::kHello ? 0u : 1u);
+  }
+  absl::StatusOr<std::optional<Frame>> rest = decoder.Next();
+  ASSERT_THAT(rest.status(), IsOk());
+  EXPECT_FALSE(rest->has_value());
+}
+
 TEST(ProtocolExample, HeaderConstantsAreTheDocumentedOnes) {
   EXPECT_EQ(kFrameHeaderSize, 16u);
   EXPECT_EQ(kFrameMagic, 0x31435052u);
   EXPECT_EQ(kFlagEndOfStream, 0x01);
   EXPECT_EQ(kReservedFlagsMask, 0xFE);
   EXPECT_EQ(kDefaultMaxPayload, 67174400u);
-  EXPECT_EQ(kMaxKnownFrameType, 7);
+  EXPECT_EQ(kMaxKnownFrameType, 9);
   const std::pair<FrameType, int> types[] = {{FrameType::kHello, 1},    {FrameType::kRequest, 2},
                                              {FrameType::kResponse, 3}, {FrameType::kCancel, 4},
                                              {FrameType::kPing, 5},     {FrameType::kPong, 6},
-                                             {FrameType::kGoAway, 7}};
+                                             {FrameType::kGoAway, 7},   {FrameType::kMessage, 8},
+                                             {FrameType::kWindow, 9}};
   for (auto [type, value] : types) EXPECT_EQ(static_cast<int>(type), value);
 }
 
@@ -503,7 +568,9 @@ TEST(ProtocolExample, DocumentContainsTheSameHex) {
   if (!doc) GTEST_SKIP() << "cannot find PROTOCOL.md beside " << __FILE__;
   for (std::string_view hex :
        {kClientHelloHex, kRequestHex, kResponseHex, kErrorResponsePayloadHex, kUdpHelloHex,
-        kUdpCookieHex, kUdpOpenHex, kUdpOpenAckHex, kUdpDataHex, kUdpAckHex}) {
+        kUdpCookieHex, kUdpOpenHex, kUdpOpenAckHex, kUdpDataHex, kUdpAckHex, kStreamHelloHex,
+        kStreamRequestHex, kStreamMessageHex, kStreamWindowHex, kStreamHalfCloseHex,
+        kStreamTrailerHex}) {
     EXPECT_NE(doc->find(hex), std::string::npos) << "PROTOCOL.md lacks:\n" << hex;
   }
 }
