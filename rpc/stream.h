@@ -261,7 +261,7 @@ namespace internal {
 class BlockingHandleBase {
  public:
   explicit BlockingHandleBase(std::shared_ptr<ClientStream> stream)
-      : stream_(std::move(stream)), settled_(stream_->ended()) {}
+      : stream_(std::move(stream)), settled_(stream_->failed()) {}
   BlockingHandleBase(BlockingHandleBase&&) noexcept = default;
   BlockingHandleBase& operator=(BlockingHandleBase&&) noexcept = delete;
   // The stream is released on the channel's executor, never on the caller's thread.
@@ -293,7 +293,9 @@ class BlockingHandleBase {
   absl::Status FailedStatus() const { return stream_->end_status(); }
 
   std::shared_ptr<ClientStream> stream_;
-  bool settled_;  // failed before it started: nothing runs on the executor
+  // Failed before it started: nothing runs on the executor. (Not "ended": a stream opened on the
+  // reactor thread may have ended, its messages still unread, before this handle exists.)
+  bool settled_;
 };
 
 }  // namespace internal

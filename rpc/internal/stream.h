@@ -161,6 +161,8 @@ class ClientStream final : public StreamCore, public std::enable_shared_from_thi
   // The metadata of the server's trailer (after Finish).
   const Metadata& trailing_metadata() const { return trailing_metadata_; }
   asio::any_io_executor executor() const { return executor_; }
+  // Made by Failed(): it never reached a channel. Fixed at construction, so any thread may ask.
+  bool failed() const { return channel_ == nullptr; }
 
   void OnAbandoned() override { Cancel(); }
   void OnSendFailed(absl::Status status) override { Abort(std::move(status)); }
