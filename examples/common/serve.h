@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,9 +22,12 @@
 namespace courier::examples {
 
 // Returns the process exit code: 0 after a graceful shutdown, 1 if a URI could not be served
-// (the status code name and message go to stderr).
+// (the status code name and message go to stderr). `before_shutdown`, if set, runs on `io` when
+// the first signal arrives, before the drain: a service whose calls never end on their own
+// (pubsub's subscriptions) ends them there, or the drain would wait its whole 5 s for them.
 inline int Serve(asio::io_context& io, Server& server, ServiceBase& service,
-                 const std::vector<std::string>& uris) {
+                 const std::vector<std::string>& uris,
+                 std::function<void()> before_shutdown = nullptr) {
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "%s: %s\n", absl::StatusCodeToString(s.code()).c_str(),
                  std::string(s.message()).c_str());
@@ -46,6 +50,7 @@ inline int Serve(asio::io_context& io, Server& server, ServiceBase& service,
       std::fflush(stdout);
       std::_Exit(1);
     });
+    if (before_shutdown) before_shutdown();
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
