@@ -429,6 +429,9 @@ TEST(PubSubBroker, RefusesCallsFromAnotherExecutor) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("threads = 0")));
   EXPECT_THAT(RunCoro(io, Subscribe(stub, kTopic)),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("threads = 0")));
+  // Shut down before the server goes: its accept loop, on `io`, holds a socket of a reactor
+  // whose io_context ~Server destroys (destroying it first is a use-after-free under ASan).
+  RunCoro(io, server->Shutdown());
   server.reset();  // joins the reactor threads before the broker goes
 }
 
