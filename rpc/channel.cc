@@ -369,24 +369,26 @@ void Channel::StreamEnded(PendingCall& call, absl::Status status, bool cancel_on
     session->Send(Frame{FrameType::kCancel, 0, stream.call_id(), {}});
   }
   stream.Detach();
-  if (stream.registered_) {
-    asio::post(executor_, [self = shared_from_this(), weak = stream.weak_from_this()] {
-      if (std::shared_ptr<internal::ClientStream> s = weak.lock()) self->ReleaseStream(*s);
-    });
-  }
+  PostRelease(stream);
 }
 
-void Channel::ReleaseStream(internal::ClientStream& stream_ref) {
-  internal::ClientStream* stream = &stream_ref;
-  if (!stream->registered_) return;
-  stream->registered_ = false;
-  PendingCall& call = *stream->call_;
-  const uint32_t call_id = stream->call_id();
+void Channel::PostRelease(internal::ClientStream& stream) {
+  if (!stream.registered_) return;
+  asio::post(executor_, [self = shared_from_this(), weak = stream.weak_from_this()] {
+    if (std::shared_ptr<internal::ClientStream> s = weak.lock()) self->ReleaseStream(*s);
+  });
+}
+
+void Channel::ReleaseStream(internal::ClientStream& stream) {
+  if (!stream.registered_) return;
+  stream.registered_ = false;
+  PendingCall& call = *stream.call_;
+  const uint32_t call_id = stream.call_id();
   pending_.erase(call_id);
   if (call.deadline != Clock::time_point::max()) deadlines_.erase({call.deadline, call_id});
   ClientSession* session = call.session;
   if (session != nullptr) --session->calls;
-  stream->Detach();
+  stream.Detach();
   streams_.erase(call_id);
   AfterCall(session);
 }
@@ -742,9 +744,7 @@ void Channel::OnResponse(ClientSession& session, Frame frame) {
                               : absl::StatusOr<internal::Reply>(status);
     stream.End(std::move(status), false);
     stream.Detach();
-    asio::post(executor_, [self = shared_from_this(), weak = stream.weak_from_this()] {
-      if (std::shared_ptr<internal::ClientStream> s = weak.lock()) self->ReleaseStream(*s);
-    });
+    PostRelease(stream);
     return;
   }
   if (!status.ok()) {

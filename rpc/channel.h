@@ -196,6 +196,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
   // A streaming call ended: a call we gave up on is cancelled on the wire, and it leaves the
   // channel's tables soon (posted: never inside a loop over them) or when its handle goes.
   void ReleaseStream(internal::ClientStream& stream);
+  // ReleaseStream soon, if the stream is still in the tables and still alive then.
+  void PostRelease(internal::ClientStream& stream);
   void StreamEnded(internal::PendingCall& call, absl::Status status, bool cancel_on_wire);
   // After a call left pending_: closes a drained connection, stops dialling for nobody, lets
   // waiting calls go.

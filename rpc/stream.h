@@ -260,13 +260,12 @@ namespace internal {
 // answers at once, without the executor.
 class BlockingHandleBase {
  public:
-  explicit BlockingHandleBase(std::shared_ptr<ClientStream> stream)
-      : stream_(std::move(stream)), settled_(stream_->failed()) {}
+  explicit BlockingHandleBase(std::shared_ptr<ClientStream> stream) : stream_(std::move(stream)) {}
   BlockingHandleBase(BlockingHandleBase&&) noexcept = default;
   BlockingHandleBase& operator=(BlockingHandleBase&&) noexcept = delete;
   // The stream is released on the channel's executor, never on the caller's thread.
   ~BlockingHandleBase() {
-    if (stream_ && !settled_) {
+    if (stream_ && !settled()) {
       asio::any_io_executor executor = stream_->executor();
       asio::post(executor, [stream = std::move(stream_)] {
         if (!stream->ended()) stream->Cancel();
@@ -274,7 +273,7 @@ class BlockingHandleBase {
     }
   }
   void Cancel() {
-    if (!settled_) RunBlocking(stream_->executor(), CancelOp(stream_));
+    if (!settled()) RunBlocking(stream_->executor(), CancelOp(stream_));
   }
   const Metadata& trailing_metadata() const { return stream_->trailing_metadata(); }
 
@@ -292,10 +291,11 @@ class BlockingHandleBase {
   }
   absl::Status FailedStatus() const { return stream_->end_status(); }
 
-  std::shared_ptr<ClientStream> stream_;
   // Failed before it started: nothing runs on the executor. (Not "ended": a stream opened on the
   // reactor thread may have ended, its messages still unread, before this handle exists.)
-  bool settled_;
+  bool settled() const { return stream_->failed(); }
+
+  std::shared_ptr<ClientStream> stream_;
 };
 
 }  // namespace internal
@@ -308,11 +308,11 @@ class BlockingClientReader : private internal::BlockingHandleBase {
   using BlockingHandleBase::Cancel;
   using BlockingHandleBase::trailing_metadata;
   std::optional<Response> Read() {
-    if (settled_) return std::nullopt;
+    if (settled()) return std::nullopt;
     return Run(internal::ReadMessage<Response>(stream_));
   }
   absl::Status Finish() {
-    if (settled_) return FailedStatus();
+    if (settled()) return FailedStatus();
     return Run(internal::FinishStream(stream_));
   }
 };
@@ -324,15 +324,15 @@ class BlockingClientWriter : private internal::BlockingHandleBase {
   using BlockingHandleBase::Cancel;
   using BlockingHandleBase::trailing_metadata;
   absl::Status Write(const Request& request) {
-    if (settled_) return FailedStatus();
+    if (settled()) return FailedStatus();
     return Run(internal::WriteMessage<Request>(stream_, internal::SerializeToBuffer(request)));
   }
   absl::Status WritesDone() {
-    if (settled_) return FailedStatus();
+    if (settled()) return FailedStatus();
     return Run(WritesDoneOp(stream_));
   }
   absl::StatusOr<Response> Finish() {
-    if (settled_) return FailedStatus();
+    if (settled()) return FailedStatus();
     return Run(internal::FinishWithResponse<Response>(stream_));
   }
 };
@@ -344,19 +344,19 @@ class BlockingClientReaderWriter : private internal::BlockingHandleBase {
   using BlockingHandleBase::Cancel;
   using BlockingHandleBase::trailing_metadata;
   std::optional<Response> Read() {
-    if (settled_) return std::nullopt;
+    if (settled()) return std::nullopt;
     return Run(internal::ReadMessage<Response>(stream_));
   }
   absl::Status Write(const Request& request) {
-    if (settled_) return FailedStatus();
+    if (settled()) return FailedStatus();
     return Run(internal::WriteMessage<Request>(stream_, internal::SerializeToBuffer(request)));
   }
   absl::Status WritesDone() {
-    if (settled_) return FailedStatus();
+    if (settled()) return FailedStatus();
     return Run(WritesDoneOp(stream_));
   }
   absl::Status Finish() {
-    if (settled_) return FailedStatus();
+    if (settled()) return FailedStatus();
     return Run(internal::FinishStream(stream_));
   }
 };

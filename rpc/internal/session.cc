@@ -7,6 +7,7 @@
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/post.hpp"
+#include "rpc/internal/stream.h"
 #include "rpc/internal/wire.h"
 #include "transport/status.h"
 
@@ -157,7 +158,7 @@ absl::Status Session::HandleHello(const Frame& frame) {
         absl::StrCat("protocol error: peer announced max_frame_payload ", hello.max_frame_payload(),
                      ", below the minimum of ", kMinFramePayload));
   }
-  if (hello.stream_window() > uint32_t{0x7fffffff}) {  // a window is a credit (StreamCore)
+  if (int64_t{hello.stream_window()} > kMaxStreamCredit) {  // a window is the first credit
     return absl::DataLossError(absl::StrCat("protocol error: peer announced stream_window ",
                                             hello.stream_window(), ", above 2^31-1"));
   }
