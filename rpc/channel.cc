@@ -94,8 +94,8 @@ class ClientSession final : public Session {
           return;
         }
         if ((frame.flags & transport::kFlagEndOfStream) == 0) {
-          Close(absl::DataLossError(absl::StrCat("protocol error: response to call ",
-                                                 frame.call_id, " without end of stream")));
+          Close(absl::DataLossError(absl::StrCat("protocol error: response to call ", frame.call_id,
+                                                 " without end of stream")));
           return;
         }
         if (channel_ != nullptr) channel_->OnResponse(*this, std::move(frame));

@@ -142,7 +142,8 @@ class StreamCore {
 };
 
 // A streaming call's client side: created by Channel::OpenStream, owned by the typed handle
-// (the channel keeps a plain pointer to it until the call is released). Use on the channel's executor.
+// (the channel keeps a plain pointer to it until the call is released). Use on the channel's
+// executor.
 class ClientStream final : public StreamCore, public std::enable_shared_from_this<ClientStream> {
  public:
   ClientStream(std::shared_ptr<Channel> channel, uint32_t call_id, uint32_t receive_window,

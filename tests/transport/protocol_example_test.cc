@@ -102,8 +102,7 @@ constexpr std::string_view kStreamMessageHex = R"(52 50 43 31 08 00 00 00 01 00 
 0a 02 68 69)";
 constexpr std::string_view kStreamWindowHex = R"(52 50 43 31 09 00 00 00 01 00 00 00 04 00 00 00
 04 00 00 00)";
-constexpr std::string_view kStreamHalfCloseHex =
-    "52 50 43 31 08 01 00 00 01 00 00 00 00 00 00 00";
+constexpr std::string_view kStreamHalfCloseHex = "52 50 43 31 08 01 00 00 01 00 00 00 00 00 00 00";
 constexpr std::string_view kStreamTrailerHex = R"(52 50 43 31 03 01 00 00 01 00 00 00 01 00 00 00
 00)";
 constexpr std::string_view kUdpDataPayloadHex = "52 50 43 31 01 00 00 00";
@@ -302,13 +301,16 @@ TEST(ProtocolExample, StreamingCallIsTheDocumentedBytes) {
   request.set_method("/courier.examples.Echo/Chat");
   EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kRequest, 0, 1, DelimitedPayload(request, "")))),
             kStreamRequestHex);
-  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, 0, 1, echo.Serialize("EchoRequest", "hi")))),
-            kStreamMessageHex);
-  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, 0, 1, echo.Serialize("EchoReply", "hi")))),
-            kStreamMessageHex);
+  EXPECT_EQ(
+      ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, 0, 1, echo.Serialize("EchoRequest", "hi")))),
+      kStreamMessageHex);
+  EXPECT_EQ(
+      ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, 0, 1, echo.Serialize("EchoReply", "hi")))),
+      kStreamMessageHex);
   EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kWindow, 0, 1, std::string("\x04\0\0\0", 4)))),
             kStreamWindowHex);
-  std::string half_close = ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, kFlagEndOfStream, 1, "")));
+  std::string half_close =
+      ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, kFlagEndOfStream, 1, "")));
   EXPECT_EQ(half_close, kStreamHalfCloseHex);
   courier::wire::ResponseHeader trailer;
   trailer.set_code(static_cast<int>(absl::StatusCode::kOk));
@@ -323,10 +325,12 @@ TEST(ProtocolExample, StreamingFramesDecodeWithTheRealDecoder) {
   decoder.Append(FromHex(kStreamHelloHex) + FromHex(kStreamRequestHex) +
                  FromHex(kStreamMessageHex) + FromHex(kStreamWindowHex) +
                  FromHex(kStreamHalfCloseHex) + FromHex(kStreamTrailerHex));
-  const std::pair<FrameType, uint8_t> want[] = {
-      {FrameType::kHello, 0},   {FrameType::kRequest, 0}, {FrameType::kMessage, 0},
-      {FrameType::kWindow, 0},  {FrameType::kMessage, kFlagEndOfStream},
-      {FrameType::kResponse, kFlagEndOfStream}};
+  const std::pair<FrameType, uint8_t> want[] = {{FrameType::kHello, 0},
+                                                {FrameType::kRequest, 0},
+                                                {FrameType::kMessage, 0},
+                                                {FrameType::kWindow, 0},
+                                                {FrameType::kMessage, kFlagEndOfStream},
+                                                {FrameType::kResponse, kFlagEndOfStream}};
   for (auto [type, flags] : want) {
     absl::StatusOr<std::optional<Frame>> frame = decoder.Next();
     ASSERT_THAT(frame.status(), IsOk());
@@ -347,11 +351,10 @@ TEST(ProtocolExample, HeaderConstantsAreTheDocumentedOnes) {
   EXPECT_EQ(kReservedFlagsMask, 0xFE);
   EXPECT_EQ(kDefaultMaxPayload, 67174400u);
   EXPECT_EQ(kMaxKnownFrameType, 9);
-  const std::pair<FrameType, int> types[] = {{FrameType::kHello, 1},    {FrameType::kRequest, 2},
-                                             {FrameType::kResponse, 3}, {FrameType::kCancel, 4},
-                                             {FrameType::kPing, 5},     {FrameType::kPong, 6},
-                                             {FrameType::kGoAway, 7},   {FrameType::kMessage, 8},
-                                             {FrameType::kWindow, 9}};
+  const std::pair<FrameType, int> types[] = {
+      {FrameType::kHello, 1},  {FrameType::kRequest, 2}, {FrameType::kResponse, 3},
+      {FrameType::kCancel, 4}, {FrameType::kPing, 5},    {FrameType::kPong, 6},
+      {FrameType::kGoAway, 7}, {FrameType::kMessage, 8}, {FrameType::kWindow, 9}};
   for (auto [type, value] : types) EXPECT_EQ(static_cast<int>(type), value);
 }
 
