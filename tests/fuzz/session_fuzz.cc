@@ -301,8 +301,7 @@ class FuzzService {
           co_return std::string(size, 'b');
         });
     service_.AddRawStreamingMethod(
-        kStream,
-        [](ServerContext&, internal::StreamCore& stream) -> asio::awaitable<absl::Status> {
+        kStream, [](ServerContext&, internal::StreamCore& stream) -> asio::awaitable<absl::Status> {
           for (int i = 0; i < 16; ++i) {
             std::optional<std::string> message = co_await ReadPatiently(stream);
             if (!message) break;
@@ -311,8 +310,7 @@ class FuzzService {
           co_return absl::OkStatus();
         });
     service_.AddRawStreamingMethod(
-        kFlood,
-        [](ServerContext&, internal::StreamCore& stream) -> asio::awaitable<absl::Status> {
+        kFlood, [](ServerContext&, internal::StreamCore& stream) -> asio::awaitable<absl::Status> {
           std::optional<std::string> first = co_await ReadPatiently(stream);
           if (!first || first->size() < 2) co_return absl::InvalidArgumentError("flood: 2 bytes");
           const int count = static_cast<uint8_t>((*first)[0]) % 64;
