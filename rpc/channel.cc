@@ -172,6 +172,9 @@ Channel::Channel(ConstructionKey, asio::any_io_executor executor, Endpoint endpo
       deadline_timer_(executor_) {
   // A sentinel that never expires (call id 0 is never used) keeps the set's root node alive.
   deadlines_.insert({Clock::time_point::max(), 0});
+  // A peer refuses a hello announcing more (PROTOCOL.md §13.1).
+  options_.stream_window =
+      std::min(options_.stream_window, static_cast<uint32_t>(internal::kMaxStreamCredit));
 }
 
 absl::StatusOr<std::shared_ptr<Channel>> Channel::Create(std::string_view uri,

@@ -69,7 +69,8 @@ struct ChannelOptions {
   Clock::duration keepalive_interval = std::chrono::seconds(30);
   Clock::duration keepalive_timeout = std::chrono::seconds(10);
   // Streaming calls: the message bytes a server may send on one stream ahead of what the
-  // application has read (announced in the hello).
+  // application has read (announced in the hello; at most 2^31-1, a larger value is taken as
+  // that). 0: this channel makes no streaming calls (they fail kUnimplemented).
   uint32_t stream_window = internal::kDefaultStreamWindow;
   // Where schemes are looked up; the built-in table by default.
   std::span<const transport::TransportInfo> transports = transport::BuiltInTransports();

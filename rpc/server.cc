@@ -428,7 +428,10 @@ class ServerSession final : public Session {
       const uint32_t id = deadlines_.begin()->second;
       deadlines_.erase(deadlines_.begin());
       if (auto it = calls_.find(id); it != calls_.end() && !it->second->finished) {
-        Cancel(*it->second, CancelReason::kDeadline);
+        // Held: a streaming handler waiting on its stream resumes inside Cancel and may finish,
+        // and its trailer may be written and the call erased, before Cancel is done with it.
+        std::shared_ptr<ServerCall> call = it->second;
+        Cancel(*call, CancelReason::kDeadline);
       }
     }
     if (!deadlines_.empty()) WatchDeadline(deadlines_.begin()->first);
@@ -763,6 +766,9 @@ using internal::ServerState;
 Server::Server(asio::any_io_executor executor, ServerOptions options)
     : executor_(executor), state_(std::make_shared<ServerState>()) {
   state_->options = std::move(options);
+  // A peer refuses a hello announcing more (PROTOCOL.md §13.1).
+  state_->options.stream_window =
+      std::min(state_->options.stream_window, static_cast<uint32_t>(internal::kMaxStreamCredit));
   state_->main_executor = executor;
   if (state_->options.threads <= 0) {
     state_->reactors.push_back(std::make_shared<Reactor>(Reactor{executor, {}}));

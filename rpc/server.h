@@ -48,8 +48,9 @@ struct ServerOptions {
   // until they drain (a client that does not read is pushed back on by its kernel).
   size_t max_queued_bytes = 4 * 1024 * 1024;
   // Streaming calls: the message bytes a client may send on one stream ahead of what its handler
-  // has read (announced in the hello). 0: the server takes no streaming calls (a courier client
-  // then fails them kUnimplemented without sending).
+  // has read (announced in the hello; at most 2^31-1, a larger value is taken as that). 0: the
+  // server takes no streaming calls (a courier client then fails them kUnimplemented without
+  // sending).
   uint32_t stream_window = internal::kDefaultStreamWindow;
   // Connections open at once; a connection beyond it is closed as soon as it is accepted.
   size_t max_connections = 10000;

@@ -257,7 +257,8 @@ namespace internal {
 
 // The blocking handles' common part: each operation runs on the channel's executor while the
 // calling thread waits. A call that failed to open (say, on the channel's own reactor thread)
-// answers at once, without the executor.
+// answers at once, without the executor. (Not any call that has ended: one that ended already,
+// with its messages still unread, is read on the executor like any other.)
 class BlockingHandleBase {
  public:
   explicit BlockingHandleBase(std::shared_ptr<ClientStream> stream) : stream_(std::move(stream)) {}

@@ -159,8 +159,9 @@ absl::Status Session::HandleHello(const Frame& frame) {
                      ", below the minimum of ", kMinFramePayload));
   }
   if (int64_t{hello.stream_window()} > kMaxStreamCredit) {  // a window is the first credit
-    return absl::DataLossError(absl::StrCat("protocol error: peer announced stream_window ",
-                                            hello.stream_window(), ", above 2^31-1"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("protocol error: peer announced stream_window ", hello.stream_window(),
+                     ", above the maximum of ", kMaxStreamCredit));
   }
   peer_hello_ = std::move(hello);
   return absl::OkStatus();

@@ -22,8 +22,11 @@
 
 namespace courier::testing {
 
-inline std::string HelloBytes(uint32_t max_frame_payload = 0) {
-  return transport::EncodeFrame(internal::HelloFrame(max_frame_payload));
+// A courier hello; `stream_window` 0 takes part in no streaming call (PROTOCOL.md §13.1).
+inline std::string HelloBytes(uint32_t max_frame_payload = 0, uint32_t stream_window = 0,
+                              uint32_t max_concurrent_calls = 0) {
+  return transport::EncodeFrame(
+      internal::HelloFrame(max_frame_payload, max_concurrent_calls, stream_window));
 }
 
 inline std::string RequestBytes(uint32_t call_id, std::string method, std::string message,
@@ -40,6 +43,45 @@ inline std::string RequestBytes(uint32_t call_id, std::string method, std::strin
 inline std::string ControlBytes(transport::FrameType type, uint32_t call_id = 0,
                                 std::string payload = {}) {
   return transport::EncodeFrame(transport::Frame{type, 0, call_id, std::move(payload)});
+}
+
+// Streaming calls (PROTOCOL.md §13). A REQUEST without end of stream and no message bytes.
+inline std::string OpenStreamBytes(uint32_t call_id, std::string method,
+                                   uint64_t timeout_us = 10'000'000, Metadata metadata = {}) {
+  return RequestBytes(call_id, std::move(method), "", timeout_us, std::move(metadata), 0);
+}
+// One message; `flags` other than 0 only to break the rules.
+inline std::string MessageBytes(uint32_t call_id, std::string message, uint8_t flags = 0) {
+  return transport::EncodeFrame(
+      transport::Frame{transport::FrameType::kMessage, flags, call_id, std::move(message)});
+}
+// The half-close: MESSAGE with end of stream and (unless breaking the rules) no payload.
+inline std::string HalfCloseBytes(uint32_t call_id, std::string payload = {}) {
+  return MessageBytes(call_id, std::move(payload), transport::kFlagEndOfStream);
+}
+// A WINDOW granting `increment` bytes (any u32, 0 included, to break the rules).
+inline std::string WindowBytes(uint32_t call_id, uint32_t increment) {
+  std::string payload;
+  for (int i = 0; i < 4; ++i) payload.push_back(static_cast<char>((increment >> (8 * i)) & 0xff));
+  return ControlBytes(transport::FrameType::kWindow, call_id, std::move(payload));
+}
+inline std::string CancelBytes(uint32_t call_id) {
+  return ControlBytes(transport::FrameType::kCancel, call_id);
+}
+inline std::string PingBytes(std::string payload) {
+  return ControlBytes(transport::FrameType::kPing, 0, std::move(payload));
+}
+// A server's RESPONSE: `status` (with `metadata`), then `message` if any; `flags` other than
+// end of stream only to break the rules.
+inline std::string ResponseBytes(uint32_t call_id, const absl::Status& status,
+                                 std::string message = {}, Metadata metadata = {},
+                                 uint8_t flags = transport::kFlagEndOfStream) {
+  wire::ResponseHeader header;
+  header.set_code(static_cast<int>(status.code()));
+  header.set_message(std::string(status.message()));
+  internal::ToWire(metadata, *header.mutable_metadata());
+  return transport::EncodeFrame(transport::Frame{transport::FrameType::kResponse, flags, call_id,
+                                                 internal::EncodePayload(header, message)});
 }
 
 // Every frame in `bytes`, in order (stops at the first incomplete or bad one).
@@ -75,6 +117,16 @@ inline std::vector<RawResponse> Responses(const std::string& bytes) {
 // One raw connection on `io`: Write what you like, Read what arrives, see when it closes.
 class RawPeer {
  public:
+  // The raw server side: the next connection `listener` accepts (nullptr if it fails).
+  static std::unique_ptr<RawPeer> Accept(asio::io_context& io, transport::Listener& listener) {
+    absl::StatusOr<std::unique_ptr<transport::Connection>> connection =
+        RunCoro(io, listener.Accept(io.get_executor()));
+    if (!connection.ok()) return nullptr;
+    auto peer = std::make_unique<RawPeer>();
+    peer->connection_ = *std::move(connection);
+    return peer;
+  }
+
   static std::unique_ptr<RawPeer> Connect(asio::io_context& io, const transport::TransportInfo& t,
                                           const Endpoint& to) {
     auto transport = transport::NewTransport(t.scheme, io.get_executor()).value();
@@ -125,6 +177,31 @@ class RawPeer {
         io, [](const std::string&) { return false; }, bound);
   }
 
+  // Reads until the frames received so far are at least `count`; false if the peer closed or
+  // `bound` passed first.
+  bool ReadFrames(asio::io_context& io, size_t count,
+                  std::chrono::milliseconds bound = std::chrono::seconds(5)) {
+    ReadUntil(
+        io, [count](const std::string& in) { return Frames(in).size() >= count; }, bound);
+    return Frames(received_).size() >= count;
+  }
+  // Writes a PING and reads until its PONG: true if the peer is still there and has handled
+  // everything written before (frames are handled in order).
+  bool Pongs(asio::io_context& io) {
+    const std::string token = "still-there-" + std::to_string(++pings_);
+    if (!Write(io, PingBytes(token)).ok()) return false;
+    ReadUntil(io, [&token](const std::string& in) {
+      for (const transport::Frame& f : Frames(in)) {
+        if (f.type == transport::FrameType::kPong && f.payload == token) return true;
+      }
+      return false;
+    });
+    for (const transport::Frame& f : Frames(received_)) {
+      if (f.type == transport::FrameType::kPong && f.payload == token) return !closed_;
+    }
+    return false;
+  }
+
   const std::string& received() const { return received_; }
   bool closed() const { return closed_; }
   transport::Connection& connection() { return *connection_; }
@@ -133,6 +210,7 @@ class RawPeer {
   std::unique_ptr<transport::Connection> connection_;
   std::string received_;
   bool closed_ = false;
+  int pings_ = 0;
 };
 
 }  // namespace courier::testing

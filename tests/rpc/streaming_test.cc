@@ -14,8 +14,10 @@
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/io_context.hpp"
+#include "asio/post.hpp"
 #include "asio/steady_timer.hpp"
 #include "asio/this_coro.hpp"
+#include "asio/use_future.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rpc/channel.h"
@@ -499,6 +501,37 @@ TEST_P(StreamingTest, BlockingStyleOnAChannelWithItsOwnThread) {
     EXPECT_THAT(both.WritesDone(), IsOk());
     EXPECT_FALSE(both.Read().has_value());
     EXPECT_THAT(both.Finish(), IsOk());
+  }
+  io_.stop();
+  server_thread.join();
+}
+
+// A blocking handle made for a call that had already ended (a fast server: the trailer can come
+// before OpenBlocking returns) still reads the messages that came before the end. It took any
+// ended call for one that never started and read nothing.
+TEST_P(StreamingTest, BlockingReaderOfACallThatEndedBeforeTheHandleWasMade) {
+  std::thread server_thread([&] {
+    auto guard = asio::make_work_guard(io_);
+    io_.run_for(std::chrono::seconds(20));
+  });
+  {
+    absl::StatusOr<std::shared_ptr<Channel>> channel = Channel::Create(endpoint_.ToString());
+    ASSERT_THAT(channel, IsOk());
+    StreamRequest request;
+    for (int size : {31415, 9}) request.add_response_sizes(size);
+    std::promise<std::shared_ptr<internal::ClientStream>> opened;
+    asio::post((*channel)->executor(), [&] {
+      opened.set_value(internal::OpenWithRequest(*channel, "/courier.test.streams.Streams/Download",
+                                                 request, CallOptions{}));
+    });
+    std::shared_ptr<internal::ClientStream> stream = opened.get_future().get();
+    // The trailer has arrived before the handle exists.
+    asio::co_spawn((*channel)->executor(), stream->WaitForEnd(), asio::use_future).get();
+    BlockingClientReader<Payload> reader(stream);
+    std::vector<size_t> sizes;
+    while (std::optional<Payload> p = reader.Read()) sizes.push_back(p->body().size());
+    EXPECT_THAT(sizes, ::testing::ElementsAre(31415, 9));
+    EXPECT_THAT(reader.Finish(), IsOk());
   }
   io_.stop();
   server_thread.join();
