@@ -465,7 +465,7 @@ class ServerSession final : public Session {
   }
 
   // The largest message the client takes: its frame limit less the room it keeps for a header
-  // (PROTOCOL.md §13.5).
+  // (PROTOCOL.md §13.3, Size).
   size_t PeerMessageLimit() const {
     const size_t frame = peer_max_frame_payload();
     return frame > kMaxHeaderOverhead ? frame - kMaxHeaderOverhead : frame;

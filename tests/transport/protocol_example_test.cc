@@ -2,7 +2,9 @@
 // kResponse) is rebuilt here from the real encoder and the generated wire.proto classes, compared
 // byte for byte with the hex below, which must also appear verbatim in PROTOCOL.md. The same goes
 // for §12.9's udp:// datagrams, built with udp::EncodeHeader and the ARQ's own sender and
-// receiver, and decoded back with udp::DecodeDatagram.
+// receiver, and decoded back with udp::DecodeDatagram, and for §13.9's streaming call, built both
+// with the generic protobuf encoder and with the functions courier's client and server send
+// them with.
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -31,8 +33,13 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/delimited_message_util.h"
 #include "gtest/gtest.h"
+#include "rpc/channel.h"
+#include "rpc/internal/stream.h"
+#include "rpc/internal/wire.h"
+#include "rpc/server.h"
 #include "rpc/wire.pb.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/stream_example.h"
 #include "transport/frame.h"
 #include "transport/udp/arq.h"
 #include "transport/udp/udp_wire.h"
@@ -92,19 +99,6 @@ constexpr uint64_t kUdpIncarnation = 0xfedcba9876543210;  // the server's, per L
 constexpr uint64_t kUdpCookie = 0x8899aabbccddeeff;       // opaque to the client
 // The DATA's payload: the first 8 bytes of the client's HELLO frame (the stream may be cut
 // anywhere).
-// The frames of PROTOCOL.md §13.8, a short bidi call (both sides announce stream_window 8).
-constexpr std::string_view kStreamHelloHex = R"(52 50 43 31 01 00 00 00 00 00 00 00 04 00 00 00
-08 01 28 08)";
-constexpr std::string_view kStreamRequestHex = R"(52 50 43 31 02 00 00 00 01 00 00 00 1e 00 00 00
-1d 0a 1b 2f 63 6f 75 72 69 65 72 2e 65 78 61 6d
-70 6c 65 73 2e 45 63 68 6f 2f 43 68 61 74)";
-constexpr std::string_view kStreamMessageHex = R"(52 50 43 31 08 00 00 00 01 00 00 00 04 00 00 00
-0a 02 68 69)";
-constexpr std::string_view kStreamWindowHex = R"(52 50 43 31 09 00 00 00 01 00 00 00 04 00 00 00
-04 00 00 00)";
-constexpr std::string_view kStreamHalfCloseHex = "52 50 43 31 08 01 00 00 01 00 00 00 00 00 00 00";
-constexpr std::string_view kStreamTrailerHex = R"(52 50 43 31 03 01 00 00 01 00 00 00 01 00 00 00
-00)";
 constexpr std::string_view kUdpDataPayloadHex = "52 50 43 31 01 00 00 00";
 
 std::string FromHex(std::string_view hex) {
@@ -289,61 +283,6 @@ TEST(ProtocolExample, DocumentedBytesDecodeWithTheRealDecoder) {
   EXPECT_EQ(echo.Text("EchoReply", response_message), "hi");
 }
 
-// §13.8: each frame of the bidi example, built with the real encoders.
-TEST(ProtocolExample, StreamingCallIsTheDocumentedBytes) {
-  EchoMessages echo;
-  courier::wire::Hello hello;
-  hello.set_version(1);
-  hello.set_stream_window(8);
-  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kHello, 0, 0, hello.SerializeAsString()))),
-            kStreamHelloHex);
-  courier::wire::RequestHeader request;
-  request.set_method("/courier.examples.Echo/Chat");
-  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kRequest, 0, 1, DelimitedPayload(request, "")))),
-            kStreamRequestHex);
-  EXPECT_EQ(
-      ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, 0, 1, echo.Serialize("EchoRequest", "hi")))),
-      kStreamMessageHex);
-  EXPECT_EQ(
-      ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, 0, 1, echo.Serialize("EchoReply", "hi")))),
-      kStreamMessageHex);
-  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kWindow, 0, 1, std::string("\x04\0\0\0", 4)))),
-            kStreamWindowHex);
-  std::string half_close =
-      ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, kFlagEndOfStream, 1, "")));
-  EXPECT_EQ(half_close, kStreamHalfCloseHex);
-  courier::wire::ResponseHeader trailer;
-  trailer.set_code(static_cast<int>(absl::StatusCode::kOk));
-  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kResponse, kFlagEndOfStream, 1,
-                                        DelimitedPayload(trailer, "")))),
-            kStreamTrailerHex);
-}
-
-// The real decoder reads §13.8's frames back, in the client's order of sending.
-TEST(ProtocolExample, StreamingFramesDecodeWithTheRealDecoder) {
-  FrameDecoder decoder;
-  decoder.Append(FromHex(kStreamHelloHex) + FromHex(kStreamRequestHex) +
-                 FromHex(kStreamMessageHex) + FromHex(kStreamWindowHex) +
-                 FromHex(kStreamHalfCloseHex) + FromHex(kStreamTrailerHex));
-  const std::pair<FrameType, uint8_t> want[] = {{FrameType::kHello, 0},
-                                                {FrameType::kRequest, 0},
-                                                {FrameType::kMessage, 0},
-                                                {FrameType::kWindow, 0},
-                                                {FrameType::kMessage, kFlagEndOfStream},
-                                                {FrameType::kResponse, kFlagEndOfStream}};
-  for (auto [type, flags] : want) {
-    absl::StatusOr<std::optional<Frame>> frame = decoder.Next();
-    ASSERT_THAT(frame.status(), IsOk());
-    ASSERT_TRUE(frame->has_value());
-    EXPECT_EQ((*frame)->type, type);
-    EXPECT_EQ((*frame)->flags, flags);
-    EXPECT_EQ((*frame)->call_id, type == FrameType::kHello ? 0u : 1u);
-  }
-  absl::StatusOr<std::optional<Frame>> rest = decoder.Next();
-  ASSERT_THAT(rest.status(), IsOk());
-  EXPECT_FALSE(rest->has_value());
-}
-
 TEST(ProtocolExample, HeaderConstantsAreTheDocumentedOnes) {
   EXPECT_EQ(kFrameHeaderSize, 16u);
   EXPECT_EQ(kFrameMagic, 0x31435052u);
@@ -382,6 +321,203 @@ TEST(ProtocolExample, StatusCodeTableIsAbslAndGrpcNumbering) {
   for (auto [number, name] : table) {
     EXPECT_EQ(absl::StatusCodeToString(static_cast<absl::StatusCode>(number)), name);
   }
+}
+
+// Streaming calls (PROTOCOL.md §13).
+
+using testing::kStreamClientHelloHex;
+using testing::kStreamClientMessageHex;
+using testing::kStreamHalfCloseHex;
+using testing::kStreamRequestHex;
+using testing::kStreamServerHelloHex;
+using testing::kStreamServerMessageHex;
+using testing::kStreamTrailerHex;
+using testing::kStreamWindowHex;
+
+courier::wire::Hello StreamHello(uint32_t max_concurrent_calls, uint32_t stream_window) {
+  courier::wire::Hello hello;
+  hello.set_version(1);
+  hello.set_max_frame_payload(kDefaultMaxPayload);
+  hello.set_agent("courier/0.1");
+  hello.set_max_concurrent_calls(max_concurrent_calls);
+  hello.set_stream_window(stream_window);
+  return hello;
+}
+
+courier::wire::ResponseHeader StreamTrailerHeader() {
+  courier::wire::ResponseHeader header;  // code 0 (OK), no message
+  courier::wire::MetadataEntry* notes = header.add_metadata();
+  notes->set_key("notes");
+  notes->set_value("1");
+  return header;
+}
+
+// A kWindow payload as §13.5 spells it: the increment as a u32, little-endian.
+std::string WindowPayload(uint32_t bytes) {
+  std::string out;
+  for (int i = 0; i < 4; ++i) out.push_back(char((bytes >> (8 * i)) & 0xff));
+  return out;
+}
+
+// Every frame of §13.9 from the generic encoders: EncodeFrame, the generated wire.proto classes
+// and protobuf's own delimited encoding.
+TEST(ProtocolExample, StreamFramesAreTheDocumentedBytes) {
+  EchoMessages echo;
+  const uint32_t id = testing::kStreamExampleCallId;
+  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(
+                FrameType::kHello, 0, 0,
+                StreamHello(0, testing::kStreamExampleClientWindow).SerializeAsString()))),
+            kStreamClientHelloHex);
+  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kHello, 0, 0,
+                                        StreamHello(testing::kStreamExampleServerMaxCalls,
+                                                    testing::kStreamExampleServerWindow)
+                                            .SerializeAsString()))),
+            kStreamServerHelloHex);
+  courier::wire::RequestHeader request;
+  request.set_method(testing::kStreamExampleMethod);
+  request.set_timeout_us(testing::kStreamExampleTimeoutUs);
+  // No end-of-stream flag and no message bytes: the request opens a stream (§13.2).
+  EXPECT_EQ(
+      ToHex(EncodeFrame(MakeFrame(FrameType::kRequest, 0, id, DelimitedPayload(request, "")))),
+      kStreamRequestHex);
+  EXPECT_EQ(ToHex(EncodeFrame(
+                MakeFrame(FrameType::kMessage, 0, id, echo.Serialize("EchoRequest", "hi")))),
+            kStreamClientMessageHex);
+  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kWindow, 0, id, WindowPayload(4)))),
+            kStreamWindowHex);
+  EXPECT_EQ(
+      ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, 0, id, echo.Serialize("EchoReply", "HI")))),
+      kStreamServerMessageHex);
+  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kMessage, kFlagEndOfStream, id, ""))),
+            kStreamHalfCloseHex);
+  EXPECT_EQ(ToHex(EncodeFrame(MakeFrame(FrameType::kResponse, kFlagEndOfStream, id,
+                                        DelimitedPayload(StreamTrailerHeader(), "")))),
+            kStreamTrailerHex);
+}
+
+// The same frames from the functions courier's channel and server send them with, and the
+// defaults the example says are courier's.
+TEST(ProtocolExample, StreamFramesAreWhatCourierSends) {
+  EXPECT_EQ(ChannelOptions().stream_window, testing::kStreamExampleClientWindow);
+  EXPECT_EQ(ServerOptions().stream_window, testing::kStreamExampleClientWindow);
+  EXPECT_EQ(ServerOptions().max_concurrent_calls, testing::kStreamExampleServerMaxCalls);
+  EXPECT_EQ(::courier::internal::FrameLimitFor(kDefaultMaxMessageSize), kDefaultMaxPayload);
+  // A channel's session hello (no concurrency limit of its own) and a server's.
+  EXPECT_EQ(ToHex(EncodeFrame(::courier::internal::HelloFrame(
+                kDefaultMaxPayload, 0, testing::kStreamExampleClientWindow))),
+            kStreamClientHelloHex);
+  EXPECT_EQ(ToHex(EncodeFrame(::courier::internal::HelloFrame(
+                kDefaultMaxPayload, testing::kStreamExampleServerMaxCalls,
+                testing::kStreamExampleServerWindow))),
+            kStreamServerHelloHex);
+  // Channel::OpenStream's request: EncodeRequest with no message, sent without the flag.
+  CallOptions options;
+  options.timeout = std::chrono::seconds(1);
+  const std::string request =
+      ::courier::internal::EncodeRequest(testing::kStreamExampleMethod, options, 0, [](char*) {});
+  EXPECT_EQ(
+      ToHex(EncodeFrame(MakeFrame(FrameType::kRequest, 0, testing::kStreamExampleCallId, request))),
+      kStreamRequestHex);
+  EXPECT_EQ(ToHex(EncodeFrame(::courier::internal::WindowFrame(testing::kStreamExampleCallId, 4))),
+            kStreamWindowHex);
+  EXPECT_EQ(ToHex(EncodeFrame(
+                MakeFrame(FrameType::kResponse, kFlagEndOfStream, testing::kStreamExampleCallId,
+                          ::courier::internal::EncodePayload(StreamTrailerHeader(), {})))),
+            kStreamTrailerHex);
+}
+
+TEST(ProtocolExample, StreamDocumentedBytesDecodeWithTheRealDecoder) {
+  EchoMessages echo;
+  FrameDecoder decoder;
+  for (std::string_view hex :
+       {kStreamClientHelloHex, kStreamServerHelloHex, kStreamRequestHex, kStreamClientMessageHex,
+        kStreamWindowHex, kStreamServerMessageHex, kStreamHalfCloseHex, kStreamTrailerHex}) {
+    decoder.Append(FromHex(hex));
+  }
+  std::vector<Frame> frames;
+  for (;;) {
+    absl::StatusOr<std::optional<Frame>> next = decoder.Next();
+    ASSERT_THAT(next, IsOk());
+    if (!next->has_value()) break;
+    frames.push_back(std::move(**next));
+  }
+  ASSERT_EQ(frames.size(), 8u);
+  EXPECT_FALSE(decoder.mid_frame());
+
+  for (int i : {0, 1}) {
+    EXPECT_EQ(frames[i].type, FrameType::kHello);
+    courier::wire::Hello hello;
+    ASSERT_TRUE(hello.ParseFromString(frames[i].payload));
+    EXPECT_EQ(hello.version(), 1u);
+    EXPECT_EQ(hello.max_frame_payload(), kDefaultMaxPayload);
+    EXPECT_EQ(hello.stream_window(),
+              i == 0 ? testing::kStreamExampleClientWindow : testing::kStreamExampleServerWindow);
+    EXPECT_EQ(hello.max_concurrent_calls(), i == 0 ? 0u : testing::kStreamExampleServerMaxCalls);
+  }
+  for (size_t i = 2; i < frames.size(); ++i) {
+    EXPECT_EQ(frames[i].call_id, testing::kStreamExampleCallId) << i;
+  }
+
+  EXPECT_EQ(frames[2].type, FrameType::kRequest);
+  EXPECT_EQ(frames[2].flags, 0);
+  courier::wire::RequestHeader request;
+  std::string request_message;
+  ASSERT_TRUE(ParseDelimitedPayload(frames[2].payload, request, request_message));
+  EXPECT_EQ(request.method(), testing::kStreamExampleMethod);
+  EXPECT_EQ(request.timeout_us(), testing::kStreamExampleTimeoutUs);
+  EXPECT_EQ(request_message, "");
+  // The real decoder of the server agrees: no message bytes after the header.
+  absl::StatusOr<::courier::internal::RequestHeaderView> view =
+      ::courier::internal::DecodeRequestHeader(frames[2].payload);
+  ASSERT_THAT(view, IsOk());
+  EXPECT_EQ(view->message_offset, frames[2].payload.size());
+
+  EXPECT_EQ(frames[3].type, FrameType::kMessage);
+  EXPECT_EQ(frames[3].flags, 0);
+  EXPECT_EQ(echo.Text("EchoRequest", frames[3].payload), "hi");
+
+  EXPECT_EQ(frames[4].type, FrameType::kWindow);
+  EXPECT_EQ(frames[4].flags, 0);
+  absl::StatusOr<uint32_t> increment = ::courier::internal::DecodeWindow(frames[4].payload);
+  ASSERT_THAT(increment, IsOk());
+  EXPECT_EQ(*increment, 4u);
+  // Half the server's window of 8 read: what courier grants back (§13.5).
+  EXPECT_EQ(*increment, frames[3].payload.size());
+  EXPECT_GE(frames[3].payload.size(), testing::kStreamExampleServerWindow / 2);
+
+  EXPECT_EQ(frames[5].type, FrameType::kMessage);
+  EXPECT_EQ(frames[5].flags, 0);
+  EXPECT_EQ(echo.Text("EchoReply", frames[5].payload), "HI");
+
+  EXPECT_EQ(frames[6].type, FrameType::kMessage);
+  EXPECT_EQ(frames[6].flags, kFlagEndOfStream);
+  EXPECT_EQ(frames[6].payload, "");
+
+  EXPECT_EQ(frames[7].type, FrameType::kResponse);
+  EXPECT_EQ(frames[7].flags, kFlagEndOfStream);
+  courier::wire::ResponseHeader trailer;
+  std::string trailer_message;
+  ASSERT_TRUE(ParseDelimitedPayload(frames[7].payload, trailer, trailer_message));
+  EXPECT_EQ(trailer.code(), 0);
+  EXPECT_EQ(trailer.message(), "");
+  ASSERT_EQ(trailer.metadata_size(), 1);
+  EXPECT_EQ(trailer.metadata(0).key(), "notes");
+  EXPECT_EQ(trailer.metadata(0).value(), "1");
+  EXPECT_EQ(trailer_message, "");
+}
+
+// §13.5 and §13.1's numbers.
+TEST(ProtocolExample, StreamConstantsAreTheDocumentedOnes) {
+  EXPECT_EQ(::courier::internal::kMaxStreamCredit, 2147483647);
+  EXPECT_EQ(::courier::internal::kDefaultStreamWindow, 262144u);
+  EXPECT_EQ(::courier::internal::DecodeWindow(std::string("\0\0\0\0", 4)).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(::courier::internal::DecodeWindow(std::string("\1\0\0", 3)).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(::courier::internal::DecodeWindow(std::string("\1\0\0\0\0", 5)).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(::courier::internal::DecodeWindow(std::string("\xff\xff\xff\xff", 4)).value_or(0),
+            0xffffffffu);
 }
 
 // udp:// (PROTOCOL.md §12).
@@ -571,9 +707,9 @@ TEST(ProtocolExample, DocumentContainsTheSameHex) {
   if (!doc) GTEST_SKIP() << "cannot find PROTOCOL.md beside " << __FILE__;
   for (std::string_view hex :
        {kClientHelloHex, kRequestHex, kResponseHex, kErrorResponsePayloadHex, kUdpHelloHex,
-        kUdpCookieHex, kUdpOpenHex, kUdpOpenAckHex, kUdpDataHex, kUdpAckHex, kStreamHelloHex,
-        kStreamRequestHex, kStreamMessageHex, kStreamWindowHex, kStreamHalfCloseHex,
-        kStreamTrailerHex}) {
+        kUdpCookieHex, kUdpOpenHex, kUdpOpenAckHex, kUdpDataHex, kUdpAckHex, kStreamClientHelloHex,
+        kStreamServerHelloHex, kStreamRequestHex, kStreamClientMessageHex, kStreamWindowHex,
+        kStreamServerMessageHex, kStreamHalfCloseHex, kStreamTrailerHex}) {
     EXPECT_NE(doc->find(hex), std::string::npos) << "PROTOCOL.md lacks:\n" << hex;
   }
 }
