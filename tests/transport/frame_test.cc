@@ -125,15 +125,39 @@ absl::StatusOr<std::vector<Frame>> DecodeAll(std::string_view input, FrameLimits
   return frames;
 }
 
-// Five frames of different shapes: empty payloads, a header-sized one, an unknown type.
-std::vector<Frame> SampleFrames() {
+// A kWindow payload (PROTOCOL.md §13.5): the increment as a little-endian u32.
+std::string WindowPayload(uint32_t bytes) {
+  std::string out;
+  for (int i = 0; i < 4; ++i) out.push_back(char((bytes >> (8 * i)) & 0xFF));
+  return out;
+}
+
+// A streaming call's frames (PROTOCOL.md §13): a request opening it (no end of stream), a message
+// each way (one empty), a window, the half-close (end of stream, empty) and the trailer.
+std::vector<Frame> StreamFrames() {
   return {
+      MakeFrame(FrameType::kRequest, 0, 7, Pattern(35, 5)),
+      MakeFrame(FrameType::kMessage, 0, 7, Pattern(4, 6)),
+      MakeFrame(FrameType::kWindow, 0, 7, WindowPayload(4)),
+      MakeFrame(FrameType::kMessage, 0, 7, ""),
+      MakeFrame(FrameType::kMessage, 0, 7, Pattern(300, 7)),
+      MakeFrame(FrameType::kWindow, 0, 7, WindowPayload(0x7FFFFFFF)),
+      MakeFrame(FrameType::kMessage, kFlagEndOfStream, 7, ""),
+      MakeFrame(FrameType::kResponse, kFlagEndOfStream, 7, Pattern(13, 8)),
+  };
+}
+
+// Frames of different shapes: empty payloads, a header-sized one, a whole streaming call.
+std::vector<Frame> SampleFrames() {
+  std::vector<Frame> frames = {
       MakeFrame(FrameType::kHello, 0, 0, Pattern(20, 1)),
       MakeFrame(FrameType::kRequest, kFlagEndOfStream, 1, Pattern(100, 2)),
       MakeFrame(FrameType::kCancel, 0, 1, ""),
       MakeFrame(FrameType::kResponse, kFlagEndOfStream, 0xFFFFFFFF, Pattern(16, 3)),
       MakeFrame(FrameType::kPing, 0, 0, Pattern(1, 4)),
   };
+  for (Frame& frame : StreamFrames()) frames.push_back(std::move(frame));
+  return frames;
 }
 
 std::string EncodeAll(const std::vector<Frame>& frames) {
@@ -161,7 +185,7 @@ TEST(FrameDecoder, EncodesTheDocumentedLittleEndianHeader) {
 TEST(FrameDecoder, RoundTripsEveryFrameType) {
   const FrameType types[] = {FrameType::kHello,  FrameType::kRequest, FrameType::kResponse,
                              FrameType::kCancel, FrameType::kPing,    FrameType::kPong,
-                             FrameType::kGoAway};
+                             FrameType::kGoAway, FrameType::kMessage, FrameType::kWindow};
   for (FrameType type : types) {
     for (uint8_t flags : {uint8_t{0}, kFlagEndOfStream}) {
       for (uint32_t call_id : {0u, 1u, 0x80000000u, 0xFFFFFFFFu}) {
@@ -253,10 +277,9 @@ TEST(FrameDecoder, DecodesIdenticallyInEveryChunkSize) {
   }
 }
 
-// Flips bits of each header byte of one kRequest frame and checks what each field's corruption
-// does. The payload is 10 bytes and the limit 1000, so length corruptions land on every side.
-TEST(FrameDecoder, ReportsEveryCorruptedHeaderByte) {
-  const Frame original = MakeFrame(FrameType::kRequest, kFlagEndOfStream, 0x04030201, "0123456789");
+// Flips bits of each header byte of `original` and checks what each field's corruption does.
+// The limit is 1000, so length corruptions land on every side of a short payload.
+void CheckEveryCorruptedHeaderByte(const Frame& original) {
   const std::string good = EncodeFrame(original);
   const FrameLimits limits{.max_payload = 1000};
   for (size_t at = 0; at < kFrameHeaderSize; ++at) {
@@ -323,6 +346,27 @@ TEST(FrameDecoder, ReportsEveryCorruptedHeaderByte) {
         }
       }
     }
+  }
+}
+
+TEST(FrameDecoder, ReportsEveryCorruptedHeaderByte) {
+  CheckEveryCorruptedHeaderByte(
+      MakeFrame(FrameType::kRequest, kFlagEndOfStream, 0x04030201, "0123456789"));
+}
+
+// The same for a streaming call's frames: a message, an empty one, a window, the half-close, and
+// the request that opens a stream.
+TEST(FrameDecoder, ReportsEveryCorruptedHeaderByteOfStreamFrames) {
+  const Frame frames[] = {
+      MakeFrame(FrameType::kMessage, 0, 0x04030201, "0123456789"),
+      MakeFrame(FrameType::kMessage, 0, 0x04030201, ""),
+      MakeFrame(FrameType::kWindow, 0, 0x04030201, WindowPayload(0x00010002)),
+      MakeFrame(FrameType::kMessage, kFlagEndOfStream, 0x04030201, ""),
+      MakeFrame(FrameType::kRequest, 0, 0x04030201, Pattern(35, 5)),
+  };
+  for (const Frame& frame : frames) {
+    SCOPED_TRACE(::testing::PrintToString(frame));
+    CheckEveryCorruptedHeaderByte(frame);
   }
 }
 
@@ -626,6 +670,10 @@ namespace {
 // A pooled buffer shows in its capacity: a small request served from the pool gets the big
 // buffer returned earlier.
 TEST(BufferPool, ReusesABigReturnedBuffer) {
+  // Take out what earlier tests on this thread left in the pool (it keeps at most four), so that
+  // only the buffer returned below is there to reuse.
+  std::vector<std::string> earlier;
+  for (int i = 0; i < 4; ++i) earlier.push_back(TakeBuffer(64 * 1024));
   std::string first = TakeBuffer(1 << 20);
   ASSERT_EQ(first.size(), size_t{1} << 20);
   ReturnBuffer(std::move(first));
