@@ -476,31 +476,38 @@ TEST_P(StreamingTest, BlockingStyleOnAChannelWithItsOwnThread) {
   {
     absl::StatusOr<std::shared_ptr<Channel>> channel = Channel::Create(endpoint_.ToString());
     ASSERT_THAT(channel, IsOk());
-    StreamsStub stub(*channel);
-    StreamRequest request;
-    for (int size : {31415, 9}) request.add_response_sizes(size);
-    auto reader = stub.BlockingDownload(request);
-    std::vector<size_t> sizes;
-    while (std::optional<Payload> p = reader.Read()) sizes.push_back(p->body().size());
-    EXPECT_THAT(reader.Finish(), IsOk());
-    EXPECT_THAT(sizes, ::testing::ElementsAre(31415, 9));
+    {
+      StreamsStub stub(*channel);
+      StreamRequest request;
+      for (int size : {31415, 9}) request.add_response_sizes(size);
+      auto reader = stub.BlockingDownload(request);
+      std::vector<size_t> sizes;
+      while (std::optional<Payload> p = reader.Read()) sizes.push_back(p->body().size());
+      EXPECT_THAT(reader.Finish(), IsOk());
+      EXPECT_THAT(sizes, ::testing::ElementsAre(31415, 9));
 
-    auto writer = stub.BlockingUpload();
-    EXPECT_THAT(writer.Write(Sized(27182)), IsOk());
-    EXPECT_THAT(writer.Write(Sized(8)), IsOk());
-    EXPECT_THAT(writer.WritesDone(), IsOk());
-    absl::StatusOr<Summary> summary = writer.Finish();
-    ASSERT_THAT(summary, IsOk());
-    EXPECT_EQ(summary->total_bytes(), 27190);
+      auto writer = stub.BlockingUpload();
+      EXPECT_THAT(writer.Write(Sized(27182)), IsOk());
+      EXPECT_THAT(writer.Write(Sized(8)), IsOk());
+      EXPECT_THAT(writer.WritesDone(), IsOk());
+      absl::StatusOr<Summary> summary = writer.Finish();
+      ASSERT_THAT(summary, IsOk());
+      EXPECT_EQ(summary->total_bytes(), 27190);
 
-    auto both = stub.BlockingPingPong();
-    EXPECT_THAT(both.Write(Sized(1, 1828)), IsOk());
-    std::optional<Payload> answer = both.Read();
-    ASSERT_TRUE(answer.has_value());
-    EXPECT_EQ(answer->body().size(), 1828u);
-    EXPECT_THAT(both.WritesDone(), IsOk());
-    EXPECT_FALSE(both.Read().has_value());
-    EXPECT_THAT(both.Finish(), IsOk());
+      auto both = stub.BlockingPingPong();
+      EXPECT_THAT(both.Write(Sized(1, 1828)), IsOk());
+      std::optional<Payload> answer = both.Read();
+      ASSERT_TRUE(answer.has_value());
+      EXPECT_EQ(answer->body().size(), 1828u);
+      EXPECT_THAT(both.WritesDone(), IsOk());
+      EXPECT_FALSE(both.Read().has_value());
+      EXPECT_THAT(both.Finish(), IsOk());
+    }
+    // The handles let go of their streams on the channel's thread: wait for that, so that the
+    // last reference to the channel is ours and its thread is joined here. (Dropped on its own
+    // thread, the channel leaves the thread to end by itself, which can outlive the test
+    // binary's main: UBSan then reports a destroyed error_category at exit.)
+    asio::post((*channel)->executor(), asio::use_future).get();
   }
   io_.stop();
   server_thread.join();
@@ -527,11 +534,16 @@ TEST_P(StreamingTest, BlockingReaderOfACallThatEndedBeforeTheHandleWasMade) {
     std::shared_ptr<internal::ClientStream> stream = opened.get_future().get();
     // The trailer has arrived before the handle exists.
     asio::co_spawn((*channel)->executor(), stream->WaitForEnd(), asio::use_future).get();
-    BlockingClientReader<Payload> reader(stream);
-    std::vector<size_t> sizes;
-    while (std::optional<Payload> p = reader.Read()) sizes.push_back(p->body().size());
-    EXPECT_THAT(sizes, ::testing::ElementsAre(31415, 9));
-    EXPECT_THAT(reader.Finish(), IsOk());
+    {
+      BlockingClientReader<Payload> reader(std::move(stream));
+      std::vector<size_t> sizes;
+      while (std::optional<Payload> p = reader.Read()) sizes.push_back(p->body().size());
+      EXPECT_THAT(sizes, ::testing::ElementsAre(31415, 9));
+      EXPECT_THAT(reader.Finish(), IsOk());
+    }
+    // The handle let go of the stream on the channel's thread: wait for that, so that the last
+    // reference to the channel is ours and its thread is joined here, not left to end by itself.
+    asio::post((*channel)->executor(), asio::use_future).get();
   }
   io_.stop();
   server_thread.join();
