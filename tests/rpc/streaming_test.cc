@@ -4,6 +4,7 @@
 // in one stream, flow control against a slow reader, and the three client styles.
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -55,10 +56,12 @@ class Streams final : public StreamsService {
   std::atomic<int> finished{0};       // handlers that returned
   std::atomic<int64_t> written{0};    // Download: message bytes written so far
   std::atomic<int> upload_started{0};
+  std::atomic<int> download_started{0};
 
   asio::awaitable<absl::Status> Download(ServerContext& ctx, StreamRequest request,
                                          ServerWriter<Payload>& writer) override {
     co_await asio::this_coro::throw_if_cancelled(false);
+    ++download_started;
     struct Done {
       Streams* s;
       ~Done() { ++s->finished; }
@@ -324,6 +327,55 @@ TEST_P(StreamingTest, ClientThatDisappearsFailsTheWriterAndCancelsTheHandler) {
   }());
   EXPECT_TRUE(RunUntil(io_, [&] { return service_.write_failed == 1 && service_.cancelled == 1; }));
   EXPECT_TRUE(RunUntil(io_, [&] { return server_->active_calls() == 0; }));
+}
+
+// Readers whose call ends while they wait (the trailer, the deadline, the channel closed, the
+// connection lost) and that drop their handle as soon as they wake, with it the last reference
+// to the stream: the channel must be done with the stream by then. (The wake-up used to resume
+// them inside StreamCore::End, and the stream was freed under End and under
+// Channel::OnResponse, StreamEnded and its loops over pending calls: heap-use-after-free under
+// ASan.)
+TEST_P(StreamingTest, ReaderWokenByTheEndOfItsCallMayDropItsHandleAtOnce) {
+  std::shared_ptr<Channel> channel = NewChannel();
+  StreamsStub stub(channel);
+  auto read_once = [](StreamsStub stub, StreamRequest request,
+                      CallOptions options) -> asio::awaitable<absl::Status> {
+    auto call = stub.Download(request, options);
+    if (co_await call.Read()) co_return absl::InternalError("unexpected message");
+    co_return co_await call.Finish();  // at once, the call is over; `call` goes with this frame
+  };
+  EXPECT_THAT(RunCoro(io_, read_once(stub, StreamRequest(), {})), IsOk());
+  StreamRequest asleep;
+  asleep.add_response_sizes(1);
+  asleep.set_sleep_ms(5000);
+  EXPECT_THAT(RunCoro(io_, read_once(stub, asleep, {.timeout = std::chrono::milliseconds(50)})),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  // Readers on `on` whose calls end together: `end` runs on the executor, as the channel's
+  // loops over its pending calls do.
+  constexpr int kReaders = 8;
+  auto end_together = [&](StreamsStub on, std::function<void()> end) -> std::vector<absl::Status> {
+    std::vector<absl::Status> statuses(kReaders);
+    int done = 0;
+    service_.download_started = 0;
+    for (int i = 0; i < kReaders; ++i) {
+      asio::co_spawn(io_, read_once(on, asleep, {.timeout = Clock::duration::max()}),
+                     [&, i](std::exception_ptr, absl::Status s) {
+                       statuses[i] = std::move(s);
+                       ++done;
+                     });
+    }
+    EXPECT_TRUE(RunUntil(io_, [&] { return service_.download_started == kReaders; }));
+    asio::post(io_, end);
+    EXPECT_TRUE(RunUntil(io_, [&] { return done == kReaders; }));
+    return statuses;
+  };
+  for (const absl::Status& s : end_together(stub, [&] { channel->Close(); })) {
+    EXPECT_THAT(s, StatusIs(absl::StatusCode::kCancelled));
+  }
+  // The connection lost: the server goes without answering.
+  for (const absl::Status& s : end_together(StreamsStub(NewChannel()), [&] { server_.reset(); })) {
+    EXPECT_THAT(s, StatusIs(absl::StatusCode::kUnavailable));
+  }
 }
 
 TEST_P(StreamingTest, HundredConcurrentStreamsBesideUnaryCalls) {
