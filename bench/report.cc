@@ -136,9 +136,9 @@ void PrintStreaming(const RunResult& run, std::FILE* out) {
                "messages back to back (raw: its one-way stream); bidi: one message out and its "
                "echo back on one open bidi stream, beside unary calls on the same connection\n",
                PayloadLabel(run.streams.front().payload).c_str());
-  std::string header = absl::StrFormat("%-8s %-10s %13s %11s %11s %12s %12s", "system",
-                                       "transport", "stream msg/s", "bidi p50 us", "bidi p99 us",
-                                       "unary p50 us", "unary p99 us");
+  std::string header =
+      absl::StrFormat("%-8s %-10s %13s %11s %11s %12s %12s", "system", "transport", "stream msg/s",
+                      "bidi p50 us", "bidi p99 us", "unary p50 us", "unary p99 us");
   std::fprintf(out, "%s\n%s\n", header.c_str(), std::string(header.size(), '-').c_str());
   for (const StreamResult& r : run.streams) {
     std::fprintf(out, "%s\n",
@@ -156,9 +156,11 @@ void PrintStreaming(const RunResult& run, std::FILE* out) {
   std::fprintf(out, "\nStreaming ratios within this run\n");
   for (const StreamRatio& r : ratios) {
     std::string what = absl::StrCat(r.description, " (", r.transport, ")");
-    if (r.limit) absl::StrAppend(&what, absl::StrFormat(" <= %.2fx", *r.limit));
-    std::fprintf(out, "  %-62s %9s  %s\n", what.c_str(), Times(r.value).c_str(),
-                 r.verdict.c_str());
+    if (r.limit) {
+      absl::StrAppend(&what,
+                      absl::StrFormat(r.higher_is_better ? " >= %.2fx" : " <= %.2fx", *r.limit));
+    }
+    std::fprintf(out, "  %-62s %9s  %s\n", what.c_str(), Times(r.value).c_str(), r.verdict.c_str());
   }
 }
 

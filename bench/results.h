@@ -61,7 +61,8 @@ struct StreamResult {
 };
 
 // The streaming section's ratios: courier ÷ gRPC and courier ÷ raw messages/s, and courier's bidi
-// p50 ÷ its unary p50 (target <= 1.20x); verdict "met", "missed" or "reported" (no limit).
+// p50 ÷ its unary p50 (targets: courier/grpc over unix >= 5x, bidi/unary <= 1.20x); verdict
+// "met", "missed" or "reported" (no limit).
 struct StreamRatio {
   std::string description;  // "courier/grpc messages/s"
   std::string transport;
