@@ -1,7 +1,11 @@
 #include "rpc/channel.h"
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
@@ -14,6 +18,7 @@
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/dispatch.hpp"
+#include "asio/error.hpp"
 #include "asio/executor_work_guard.hpp"
 #include "asio/experimental/awaitable_operators.hpp"
 #include "asio/io_context.hpp"
@@ -50,6 +55,48 @@ struct PendingCall {
   ClientStream* stream = nullptr;  // a streaming call's (which owns this PendingCall)
 };
 
+// The owned reactor threads still running, which the process waits for (at most 2 s) when it
+// exits. The last reference to a channel may go on its own reactor thread (a handle's posted
+// release, say), which then closes the connection on its own: without the wait, main could
+// return meanwhile and the exit's static destructors pull, say, Asio's error categories from
+// under that thread.
+class ReactorThreads {
+ public:
+  static ReactorThreads& Get() {
+    static ReactorThreads* const threads = new ReactorThreads;  // never destroyed
+    return *threads;
+  }
+  void Enter() {
+    std::lock_guard lock(mu_);
+    ++running_;
+  }
+  void Leave() {
+    std::lock_guard lock(mu_);
+    --running_;
+    done_.notify_all();
+  }
+  static inline thread_local bool on_reactor_thread = false;
+
+ private:
+  ReactorThreads() {
+    // Made before the exit hook is registered, so destroyed after it has run.
+    (void)asio::error::get_misc_category();
+    (void)asio::error::get_netdb_category();
+    (void)asio::error::get_addrinfo_category();
+    (void)asio::system_category();
+    std::atexit([] { Get().WaitForAll(); });
+  }
+  void WaitForAll() {
+    // An exit from a reactor thread itself waits for the others only.
+    const int self = on_reactor_thread ? 1 : 0;
+    std::unique_lock lock(mu_);
+    done_.wait_for(lock, std::chrono::seconds(2), [&] { return running_ <= self; });
+  }
+  std::mutex mu_;
+  std::condition_variable done_;
+  int running_ = 0;
+};
+
 // A reactor thread a channel owns (Channel::Create(uri)). The thread holds a reference, so the
 // io_context outlives its run() even if the channel goes away on that very thread.
 struct OwnedReactor : std::enable_shared_from_this<OwnedReactor> {
@@ -58,7 +105,13 @@ struct OwnedReactor : std::enable_shared_from_this<OwnedReactor> {
     if (thread.joinable()) thread.detach();  // only on the reactor thread itself, at its end
   }
   void Start() {
-    thread = std::thread([self = shared_from_this()] { self->io.run(); });
+    ReactorThreads::Get().Enter();
+    thread = std::thread([self = shared_from_this()]() mutable {
+      ReactorThreads::on_reactor_thread = true;
+      self->io.run();
+      self.reset();  // where the channel went on this thread, this detaches it
+      ReactorThreads::Get().Leave();
+    });
   }
   asio::io_context io{1};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;

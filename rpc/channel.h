@@ -86,7 +86,9 @@ class Channel : public std::enable_shared_from_this<Channel> {
                                                          ChannelOptions options = {});
   // The same, for programs without an event loop of their own: the channel runs its own reactor
   // thread (stopped and joined when the channel is destroyed). Calls still run on that thread;
-  // use the stubs' blocking calls, or AsyncCall with a callback or asio::use_future.
+  // use the stubs' blocking calls, or AsyncCall with a callback or asio::use_future. Where the
+  // last reference goes on that thread (a handle's release runs there), the thread finishes on
+  // its own, and a process that exits meanwhile waits for it, at most 2 s.
   static absl::StatusOr<std::shared_ptr<Channel>> Create(std::string_view uri,
                                                          ChannelOptions options = {});
 
