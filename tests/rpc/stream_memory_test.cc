@@ -48,7 +48,7 @@ using ::courier::testing::RunCoro;
 using ::courier::testing::StatusIs;
 
 constexpr int64_t kRssBound = 8 << 20;  // bytes of growth allowed in each process
-constexpr int kMessage = 32 * 1024;      // below every transport's largest message
+constexpr int kMessage = 32 * 1024;     // below every transport's largest message
 constexpr auto kReadFor = std::chrono::seconds(3);
 constexpr auto kReadEvery = std::chrono::milliseconds(10);
 
@@ -162,7 +162,8 @@ TEST_P(StreamMemoryTest, FastServerAndSlowClientStayUnderTheBound) {
   // One message per 10 ms for 3 s, give or take a slow machine: the stream kept going.
   EXPECT_GE(messages, 100);
   std::printf("%s: %d messages read; growth: client %lld KiB, server %lld KiB (bound %lld KiB)\n",
-              std::string(GetParam().scheme).c_str(), messages, static_cast<long long>((client_peak - client_base) >> 10),
+              std::string(GetParam().scheme).c_str(), messages,
+              static_cast<long long>((client_peak - client_base) >> 10),
               static_cast<long long>((server_peak - server_base) >> 10),
               static_cast<long long>(kRssBound >> 10));
   EXPECT_LE(client_peak - client_base, kRssBound);

@@ -720,8 +720,8 @@ TEST_P(StreamWireClientTest, ResponseWithoutEndOfStreamClosesTheConnection) {
         [](uint32_t id) { return ResponseBytes(id, absl::OkStatus(), {}, {}, /*flags=*/0); }, {},
         unary);
     EXPECT_TRUE(o.closed);
-    EXPECT_THAT(o.status, StatusIs(absl::StatusCode::kUnavailable,
-                                   HasSubstr("without end of stream")));
+    EXPECT_THAT(o.status,
+                StatusIs(absl::StatusCode::kUnavailable, HasSubstr("without end of stream")));
   }
 }
 
