@@ -7,7 +7,6 @@
 // them with.
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -47,6 +46,7 @@
 namespace courier::transport {
 namespace {
 
+using ::courier::testing::BytesFromHex;
 using ::courier::testing::IsOk;
 
 // The three frames of PROTOCOL.md §9, as printed there (16 bytes a row).
@@ -100,20 +100,6 @@ constexpr uint64_t kUdpCookie = 0x8899aabbccddeeff;       // opaque to the clien
 // The DATA's payload: the first 8 bytes of the client's HELLO frame (the stream may be cut
 // anywhere).
 constexpr std::string_view kUdpDataPayloadHex = "52 50 43 31 01 00 00 00";
-
-std::string FromHex(std::string_view hex) {
-  std::string out;
-  int nibbles = 0, value = 0;
-  for (char c : hex) {
-    if (std::isspace(static_cast<unsigned char>(c))) continue;
-    value = value * 16 + (std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : c - 'a' + 10);
-    if (++nibbles == 2) {
-      out.push_back(char(value));
-      nibbles = value = 0;
-    }
-  }
-  return out;
-}
 
 // The same layout as the constants above: lowercase, 16 bytes a row.
 std::string ToHex(std::string_view bytes) {
@@ -242,7 +228,8 @@ TEST(ProtocolExample, ErrorResponsePayloadIsTheDocumentedBytes) {
 TEST(ProtocolExample, DocumentedBytesDecodeWithTheRealDecoder) {
   EchoMessages echo;
   FrameDecoder decoder;
-  decoder.Append(FromHex(kClientHelloHex) + FromHex(kRequestHex) + FromHex(kResponseHex));
+  decoder.Append(BytesFromHex(kClientHelloHex) + BytesFromHex(kRequestHex) +
+                 BytesFromHex(kResponseHex));
   std::vector<Frame> frames;
   for (;;) {
     absl::StatusOr<std::optional<Frame>> next = decoder.Next();
@@ -432,7 +419,7 @@ TEST(ProtocolExample, StreamDocumentedBytesDecodeWithTheRealDecoder) {
   for (std::string_view hex :
        {kStreamClientHelloHex, kStreamServerHelloHex, kStreamRequestHex, kStreamClientMessageHex,
         kStreamWindowHex, kStreamServerMessageHex, kStreamHalfCloseHex, kStreamTrailerHex}) {
-    decoder.Append(FromHex(hex));
+    decoder.Append(BytesFromHex(hex));
   }
   std::vector<Frame> frames;
   for (;;) {
@@ -551,7 +538,7 @@ TEST(ProtocolExample, UdpHandshakeIsTheDocumentedBytes) {
 // datagram 1, its fresh receiver expects 1 and offers its whole window; the server's receiver,
 // having taken seq 1 (8 bytes, not yet read), expects 2 and offers the window less 8.
 TEST(ProtocolExample, UdpDataAndAckAreTheDocumentedBytes) {
-  const std::string payload = FromHex(kUdpDataPayloadHex);
+  const std::string payload = BytesFromHex(kUdpDataPayloadHex);
   udp::Sender client_sender;
   udp::Receiver client_receiver;
   const asio::const_buffer write[] = {asio::buffer(payload)};
@@ -613,19 +600,19 @@ TEST(ProtocolExample, UdpDocumentedBytesDecodeWithTheRealDecoder) {
   };
   for (const Expected& e : datagrams) {
     SCOPED_TRACE(e.hex);
-    const std::string bytes = FromHex(e.hex);
+    const std::string bytes = BytesFromHex(e.hex);
     absl::StatusOr<udp::Datagram> d = DecodeUdp(bytes);
     ASSERT_THAT(d, IsOk());
     EXPECT_EQ(d->header, e.header);
     EXPECT_EQ(std::string(reinterpret_cast<const char*>(d->payload.data()), d->payload.size()),
-              FromHex(e.payload_hex));
+              BytesFromHex(e.payload_hex));
   }
 }
 
 // What §12.2 says DecodeDatagram rejects.
 TEST(ProtocolExample, UdpDecoderRejectsWhatTheDocumentSays) {
-  const std::string hello = FromHex(kUdpHelloHex);
-  const std::string data = FromHex(kUdpDataHex);
+  const std::string hello = BytesFromHex(kUdpHelloHex);
+  const std::string data = BytesFromHex(kUdpDataHex);
   auto with = [](std::string bytes, size_t at, char value) {
     bytes[at] = value;
     return bytes;
