@@ -46,6 +46,8 @@ struct ServerState {
   ServerOptions options;
   asio::any_io_executor main_executor;
   absl::flat_hash_map<std::string, const MethodEntry*> methods;
+  std::vector<std::shared_ptr<ServiceBase>> owned_services;  // AddService(shared_ptr)
+  std::vector<std::function<void()>> shutdown_hooks;         // OnShutdown, on main_executor
   std::vector<std::shared_ptr<transport::Transport>> transports;  // one per scheme used
   std::vector<std::shared_ptr<transport::Listener>> listeners;
   std::vector<std::shared_ptr<Reactor>> reactors;
@@ -820,6 +822,31 @@ absl::Status Server::AddService(ServiceBase& service) {
   return absl::OkStatus();
 }
 
+absl::Status Server::AddService(std::shared_ptr<ServiceBase> service) {
+  if (service == nullptr) return absl::InvalidArgumentError("AddService: null service");
+  if (absl::Status s = AddService(*service); !s.ok()) return s;
+  state_->owned_services.push_back(std::move(service));
+  return absl::OkStatus();
+}
+
+std::vector<std::string> Server::service_names() const {
+  absl::btree_set<std::string> names;
+  for (const auto& [full_name, entry] : state_->methods) {
+    // "/package.Service/Method" → "package.Service".
+    std::string_view name = full_name;
+    if (!name.empty() && name.front() == '/') name.remove_prefix(1);
+    if (const size_t slash = name.rfind('/'); slash != std::string_view::npos) {
+      name = name.substr(0, slash);
+    }
+    names.emplace(name);
+  }
+  return std::vector<std::string>(names.begin(), names.end());
+}
+
+void Server::OnShutdown(std::function<void()> hook) {
+  state_->shutdown_hooks.push_back(std::move(hook));
+}
+
 absl::StatusOr<Endpoint> Server::Listen(std::string_view uri) {
   if (state_->shut_down) return absl::FailedPreconditionError("Listen after Shutdown");
   absl::StatusOr<Endpoint> endpoint = ParseEndpoint(uri);
@@ -843,6 +870,7 @@ asio::awaitable<void> Server::ShutdownImpl(std::shared_ptr<ServerState> state,
                                            Clock::duration drain) {
   if (!state->shut_down) {
     state->shut_down = true;
+    for (auto& hook : state->shutdown_hooks) hook();
     for (auto& listener : state->listeners) listener->Close();
     state->drain_deadline = Clock::now() + drain;
     for (auto& reactor : state->reactors) {

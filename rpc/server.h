@@ -2,8 +2,10 @@
 // coroutine on the reactor that read it, so a slow handler never blocks others. RPC layer, public.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -78,6 +80,18 @@ class Server {
   // Serves `service`'s methods; it must outlive the server. Call before the first Listen.
   // kAlreadyExists if a method name is already served, kFailedPrecondition after Listen.
   absl::Status AddService(ServiceBase& service);
+  // The same, and the server keeps `service` alive as long as it needs it (for services a
+  // helper makes, such as EnableReflection's and EnableHealth's).
+  absl::Status AddService(std::shared_ptr<ServiceBase> service);
+
+  // The fully qualified names ("package.Service") of the services served, sorted; a method
+  // registered under a name without that form counts as its own service. Thread-safe once
+  // listening (the table no longer changes).
+  std::vector<std::string> service_names() const;
+
+  // Runs `hook` on executor() when Shutdown begins, before calls are drained (health checking
+  // goes NOT_SERVING there, and ends its watches). Call before Listen.
+  void OnShutdown(std::function<void()> hook);
 
   // Starts listening on `uri` (callable several times, for several endpoints) and returns the
   // resolved endpoint (the real port for port 0). kInvalidArgument for a bad URI or unknown

@@ -1,6 +1,8 @@
-// The part every example server's main() shares: add the service, listen on each URI printing
-// "listening on URI" (the real port for port 0), serve until SIGINT/SIGTERM, then shut down
-// gracefully (5 s drain; the server closes whatever is left soon after) and print "shut down".
+// The part every example server's main() shares: add the service with server reflection and
+// health checking (so the `courier` tool can list, describe, call and probe it), listen on each
+// URI printing "listening on URI" (the real port for port 0), serve until SIGINT/SIGTERM, then
+// shut down gracefully (health goes NOT_SERVING; 5 s drain; the server closes whatever is left
+// soon after) and print "shut down".
 // A second SIGINT/SIGTERM exits at once. Header-only, for examples.
 #pragma once
 
@@ -18,6 +20,8 @@
 #include "asio/signal_set.hpp"
 #include "rpc/server.h"
 #include "rpc/service.h"
+#include "services/health.h"
+#include "services/reflection.h"
 
 namespace courier::examples {
 
@@ -34,6 +38,10 @@ inline int Serve(asio::io_context& io, Server& server, ServiceBase& service,
     return 1;
   };
   if (absl::Status s = server.AddService(service); !s.ok()) return fail(s);
+  if (absl::Status s = EnableReflection(server); !s.ok()) return fail(s);
+  if (absl::StatusOr<std::shared_ptr<Health>> health = EnableHealth(server); !health.ok()) {
+    return fail(health.status());
+  }
   for (const std::string& uri : uris) {
     absl::StatusOr<Endpoint> endpoint = server.Listen(uri);
     if (!endpoint.ok()) return fail(endpoint.status());
