@@ -5,17 +5,29 @@ include(CMakePackageConfigHelpers)
 include(GNUInstallDirs)
 
 set(COURIER_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/courier)
+# Generated headers of the reflection and health protos, found as
+# "courier/reflection/v1/reflection.courier.h" and "grpc/health/v1/health.courier.h".
+target_include_directories(courier_services_proto SYSTEM PUBLIC
+                           $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/courier>)
 install(TARGETS courier_rpc courier_transport courier_wire_proto courier_asio protoc-gen-courier
+                courier_services courier_services_proto
         EXPORT courierTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-foreach(dir rpc transport)
+foreach(dir rpc transport services)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/courier/${dir}
           FILES_MATCHING PATTERN "*.h")
 endforeach()
 install(FILES ${PROJECT_BINARY_DIR}/gen/rpc/wire.pb.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/courier/rpc)
+set(services_gen ${PROJECT_BINARY_DIR}/courier_services_proto_gen)
+install(FILES ${services_gen}/courier/reflection/v1/reflection.pb.h
+              ${services_gen}/courier/reflection/v1/reflection.courier.h
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/courier/courier/reflection/v1)
+install(FILES ${services_gen}/grpc/health/v1/health.pb.h
+              ${services_gen}/grpc/health/v1/health.courier.h
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/courier/grpc/health/v1)
 install(EXPORT courierTargets NAMESPACE courier:: DESTINATION ${COURIER_CMAKE_DIR})
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/courierConfig.cmake.in
                               ${PROJECT_BINARY_DIR}/courierConfig.cmake
