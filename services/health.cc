@@ -46,7 +46,8 @@ Health::ServingStatus Health::Status(std::string_view service) const {
   auto serving = [](bool on) {
     return on ? v1::HealthCheckResponse::SERVING : v1::HealthCheckResponse::NOT_SERVING;
   };
-  if (auto it = serving_.find(std::string(service)); it != serving_.end()) return serving(it->second);
+  if (auto it = serving_.find(std::string(service)); it != serving_.end())
+    return serving(it->second);
   const std::vector<std::string> served = server_->service_names();
   if (!service.empty() && !std::binary_search(served.begin(), served.end(), service)) {
     return v1::HealthCheckResponse::SERVICE_UNKNOWN;

@@ -43,23 +43,12 @@ class Reflection final : public v1::ServerReflectionService {
         }
         break;
       case v1::ServerReflectionRequest::kFileByFilename:
-        if (const pb::FileDescriptor* file = pool_->FindFileByName(request.file_by_filename())) {
-          AddFileAndDependencies(*file, response);
-        } else {
-          SetError(absl::NotFoundError(
-                       absl::StrCat("file not found: ", request.file_by_filename())),
-                   response);
-        }
+        AnswerFile(pool_->FindFileByName(request.file_by_filename()), "file",
+                   request.file_by_filename(), response);
         break;
       case v1::ServerReflectionRequest::kFileContainingSymbol:
-        if (const pb::FileDescriptor* file =
-                pool_->FindFileContainingSymbol(request.file_containing_symbol())) {
-          AddFileAndDependencies(*file, response);
-        } else {
-          SetError(absl::NotFoundError(
-                       absl::StrCat("symbol not found: ", request.file_containing_symbol())),
-                   response);
-        }
+        AnswerFile(pool_->FindFileContainingSymbol(request.file_containing_symbol()), "symbol",
+                   request.file_containing_symbol(), response);
         break;
       case v1::ServerReflectionRequest::MESSAGE_REQUEST_NOT_SET:
         SetError(absl::InvalidArgumentError(
@@ -69,6 +58,16 @@ class Reflection final : public v1::ServerReflectionService {
         break;
     }
     return response;
+  }
+
+  // `file` and its dependencies, or NOT_FOUND naming `what` was asked for.
+  static void AnswerFile(const pb::FileDescriptor* file, const char* kind, const std::string& what,
+                         v1::ServerReflectionResponse& response) {
+    if (file == nullptr) {
+      SetError(absl::NotFoundError(absl::StrCat(kind, " not found: ", what)), response);
+    } else {
+      AddFileAndDependencies(*file, response);
+    }
   }
 
   // `file` first, then what it imports, directly or not, each once.

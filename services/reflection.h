@@ -14,8 +14,8 @@ namespace courier {
 // the generated pool, which holds every .proto compiled into the program, so generated services
 // describe themselves. Services registered without a descriptor (GenericService) are listed but
 // cannot be described (NOT_FOUND). kAlreadyExists if reflection is already served.
-absl::Status EnableReflection(
-    Server& server,
-    const google::protobuf::DescriptorPool* pool = google::protobuf::DescriptorPool::generated_pool());
+absl::Status EnableReflection(Server& server,
+                              const google::protobuf::DescriptorPool* pool =
+                                  google::protobuf::DescriptorPool::generated_pool());
 
 }  // namespace courier

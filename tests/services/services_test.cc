@@ -33,11 +33,11 @@ namespace {
 
 namespace pb = google::protobuf;
 namespace refl = courier::reflection::v1;
+using ::courier::testing::IsOk;
+using ::courier::testing::StatusIs;
 using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
 using grpc::health::v1::HealthStub;
-using ::courier::testing::IsOk;
-using ::courier::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -50,10 +50,11 @@ class ServicesTest : public ::testing::TestWithParam<transport::TransportInfo> {
   void SetUp() override {
     server_ = std::make_unique<Server>(io_.get_executor());
     ASSERT_THAT(server_->AddService(inventory_), IsOk());
-    generic_.AddRawMethod("/hand.Made/Do", [](ServerContext&, std::string_view)
-                                               -> asio::awaitable<absl::StatusOr<std::string>> {
-      co_return std::string();
-    });
+    generic_.AddRawMethod(
+        "/hand.Made/Do",
+        [](ServerContext&, std::string_view) -> asio::awaitable<absl::StatusOr<std::string>> {
+          co_return std::string();
+        });
     ASSERT_THAT(server_->AddService(generic_), IsOk());
     ASSERT_THAT(EnableReflection(*server_), IsOk());
     absl::StatusOr<std::shared_ptr<Health>> health = EnableHealth(*server_);
@@ -116,7 +117,7 @@ class ServicesTest : public ::testing::TestWithParam<transport::TransportInfo> {
     return HealthStub(NewChannel()).BlockingCheck(request);
   }
 
-  Inventory inventory_;  // outlives the server
+  Inventory inventory_;     // outlives the server
   GenericService generic_;  // a service without a descriptor
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_{io_.get_executor()};
@@ -135,9 +136,9 @@ TEST_P(ServicesTest, ListServicesNamesEveryServiceServed) {
   for (const refl::ServiceResponse& s : response.list_services_response().service()) {
     names.push_back(s.name());
   }
-  EXPECT_THAT(names, ElementsAre("courier.reflection.v1.ServerReflection",
-                                 "courier.test.inventory.Inventory", "grpc.health.v1.Health",
-                                 "hand.Made"));
+  EXPECT_THAT(
+      names, ElementsAre("courier.reflection.v1.ServerReflection",
+                         "courier.test.inventory.Inventory", "grpc.health.v1.Health", "hand.Made"));
   EXPECT_EQ(response.original_request().message_request_case(),
             refl::ServerReflectionRequest::kListServices);
 }
@@ -214,8 +215,8 @@ TEST_P(ServicesTest, HealthChecksTheServerAndEachServiceItServes) {
     ASSERT_THAT(response, IsOk()) << service;
     EXPECT_EQ(response->status(), HealthCheckResponse::SERVING) << service;
   }
-  EXPECT_THAT(Check("no.such.Service"), StatusIs(absl::StatusCode::kNotFound,
-                                                 HasSubstr("no.such.Service")));
+  EXPECT_THAT(Check("no.such.Service"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no.such.Service")));
 }
 
 TEST_P(ServicesTest, StatusesSetByTheApplicationAreWhatCheckAnswers) {
