@@ -195,7 +195,8 @@ const std::vector<Verb>& Verbs() {
       {"list",
        "list URI [SERVICE]",
        "Prints the services the server serves, one per line; with SERVICE, its methods (fully "
-       "qualified: package.Service.Method).",
+       "qualified: package.Service.Method). With --proto: the services the files define (URI is "
+       "not contacted).",
        {{"proto", "FILE"}, {"I", "DIR"}, {"H", "KEY:VALUE"}, {"timeout", "DURATION"}},
        1,
        2,
@@ -203,7 +204,8 @@ const std::vector<Verb>& Verbs() {
       {"describe",
        "describe URI [SYMBOL]",
        "Prints the .proto definition of SYMBOL: a service, a method (package.Service.Method or "
-       "package.Service/Method), a message, an enum or a field; without SYMBOL, every service.",
+       "package.Service/Method), a message, an enum or a field; without SYMBOL, every service. "
+       "With --proto: from the files (URI is not contacted).",
        {{"proto", "FILE"}, {"I", "DIR"}, {"H", "KEY:VALUE"}, {"timeout", "DURATION"}},
        1,
        2,
@@ -288,8 +290,9 @@ std::string GeneralHelp() {
   return text;
 }
 
-bool IsHelp(std::string_view arg) {
-  return arg == "--help" || arg == "-help" || arg == "-h" || arg == "--helpfull" || arg == "help";
+// A request for help among the flags (absl's own --help would exit 1 and list absl's flags too).
+bool IsHelpFlag(std::string_view arg) {
+  return arg == "--help" || arg == "-help" || arg == "-h" || arg == "--helpfull";
 }
 
 // absl::ParseCommandLine reports a bad flag (unknown, malformed value) in one "ERROR: ..." line
@@ -306,7 +309,7 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   const std::string_view verb_name = argv[1];
-  if (IsHelp(verb_name)) {
+  if (IsHelpFlag(verb_name) || verb_name == "help") {
     if (argc >= 3) {
       for (const Verb& verb : Verbs()) {
         if (verb.name == std::string_view(argv[2])) {
@@ -329,7 +332,7 @@ int Main(int argc, char** argv) {
                                    "'; the verbs are: ", absl::StrJoin(names, ", ")));
   }
   for (int i = 2; i < argc && std::string_view(argv[i]) != "--"; ++i) {
-    if (IsHelp(argv[i])) {
+    if (IsHelpFlag(argv[i])) {
       std::fputs(VerbHelp(*verb).c_str(), stdout);
       return 0;
     }
