@@ -272,6 +272,10 @@ expect_err 1 "DEADLINE_EXCEEDED: " "$cli" call "$(head -1 "$dir/pubsub.uris")" \
   $pubsub/Subscribe '{"name": "t"}' --timeout 1ms \
   --proto pubsub/pubsub.proto -I "$src/examples"
 
+# No deadline at all, and a long one.
+expect_out '{"text":"unbounded"}' "$cli" call "$echo_uri" $say '{"text": "unbounded"}' --timeout inf
+expect_out '{"text":"patient"}' "$cli" call "$echo_uri" $say '{"text": "patient"}' --timeout 1000000h
+
 # --- Usage errors: exit 2.
 expect_err 2 "ERROR: Illegal value 'no-colon' specified for flag 'H'; expected KEY:VALUE" \
   "$cli" call "$echo_uri" $say '{}' -H no-colon

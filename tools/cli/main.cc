@@ -80,8 +80,9 @@ absl::StatusOr<std::shared_ptr<Channel>> Connect(const std::string& uri) {
 CallOptions OptionsFromFlags() {
   CallOptions options;
   const absl::Duration timeout = absl::GetFlag(FLAGS_timeout);
+  // A century or more is no deadline (and now + timeout cannot overflow the clock).
   options.timeout =
-      timeout == absl::InfiniteDuration()
+      timeout >= absl::Hours(24 * 365 * 100)
           ? Clock::duration::max()
           : std::chrono::duration_cast<Clock::duration>(absl::ToChronoNanoseconds(timeout));
   for (const std::string& header : absl::GetFlag(FLAGS_H).items) {
