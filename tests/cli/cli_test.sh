@@ -230,6 +230,17 @@ expect_out '{"text":"md x-user=ann x-trace=t 1"}' "$cli" call "$plain" $say '{"t
 echo '{"text": "stdin"}' >"$dir/in"
 expect_out '{"text":"stdin"}' "$cli" call "$plain" $say -d @ --proto examples/echo.proto \
   -I "$src/proto"
+# Client streaming: one request per line (blank lines skipped), from the argument or stdin.
+join=(--proto join.proto -I "$src/tests/cli")
+expect_out '{"text":"a b c","parts":3}' "$cli" call "$plain" courier.test.cli.Joiner/Join \
+  $'{"text": "a"}\n{"text": "b"}\n\n{"text": "c"}' "${join[@]}"
+printf '%s\n' '{"text": "from"}' '{"text": "stdin"}' >"$dir/in"
+expect_out '{"text":"from stdin","parts":2}' "$cli" call "$plain" courier.test.cli.Joiner/Join \
+  -d @ "${join[@]}"
+expect_out '{}' "$cli" call "$plain" courier.test.cli.Joiner/Join "${join[@]}"
+printf '%s\n' '{"text": "ok"}' '{"text": "ok"}' '{"txet": "typo"}' >"$dir/in"
+expect_err 1 "INVALID_ARGUMENT: request JSON on line 3 is not a valid courier.test.cli.Part: txet" \
+  "$cli" call "$plain" courier.test.cli.Joiner/Join -d @ "${join[@]}"
 expect_err 1 "NOT_FOUND: --proto no/such.proto: " \
   "$cli" list "$plain" --proto no/such.proto -I "$src/proto"
 expect_err 1 "INVALID_ARGUMENT: --proto $src/proto/examples/echo.proto is not under any -I import path" \

@@ -1,9 +1,11 @@
 // plain_echo_server --listen URI [--listen URI ...]
 // For tests/cli/cli_test.sh: courier.examples.Echo WITHOUT reflection (so `courier` needs
 // --proto), whose reply also shows the request's metadata: the text, then " key=value" for each
-// entry in the order received. Prints "listening on URI" per endpoint; SIGINT/SIGTERM stop it.
+// entry in the order received; and courier.test.cli.Joiner (tests/cli/join.proto), a
+// client-streaming method. Prints "listening on URI" per endpoint; SIGINT/SIGTERM stop it.
 #include <csignal>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12,12 +14,15 @@
 #include "asio/io_context.hpp"
 #include "asio/signal_set.hpp"
 #include "examples/echo.courier.h"
+#include "join.courier.h"
 #include "rpc/server.h"
 
 namespace {
 
 using courier::examples::EchoReply;
 using courier::examples::EchoRequest;
+using courier::test::cli::Joined;
+using courier::test::cli::Part;
 
 class MetadataEcho final : public courier::examples::EchoService {
  public:
@@ -28,6 +33,21 @@ class MetadataEcho final : public courier::examples::EchoService {
     for (const auto& [key, value] : ctx.metadata()) absl::StrAppend(&text, " ", key, "=", value);
     reply.set_text(std::move(text));
     co_return reply;
+  }
+};
+
+// Client streaming, which no example has.
+class Joiner final : public courier::test::cli::JoinerService {
+ public:
+  asio::awaitable<absl::StatusOr<Joined>> Join(courier::ServerContext&,
+                                               courier::ServerReader<Part>& reader) override {
+    Joined joined;
+    while (std::optional<Part> part = co_await reader.Read()) {
+      if (joined.parts() > 0) joined.mutable_text()->push_back(' ');
+      joined.mutable_text()->append(part->text());
+      joined.set_parts(joined.parts() + 1);
+    }
+    co_return joined;
   }
 };
 
@@ -55,8 +75,10 @@ int main(int argc, char** argv) {
   }
   asio::io_context io(1);
   MetadataEcho echo;
+  Joiner joiner;
   courier::Server server(io.get_executor());
   if (absl::Status s = server.AddService(echo); !s.ok()) return Fail(s);
+  if (absl::Status s = server.AddService(joiner); !s.ok()) return Fail(s);
   for (const std::string& uri : uris) {
     absl::StatusOr<courier::Endpoint> endpoint = server.Listen(uri);
     if (!endpoint.ok()) return Fail(endpoint.status());
