@@ -71,7 +71,7 @@ start() {
   pids+=($!)
   disown
   for _ in $(seq 200); do
-    [ "$(grep -c '^listening on' "$dir/$name.out" || true)" -ge 6 ] && break
+    [ "$(grep -cs "^listening on" "$dir/$name.out" || true)" -ge 6 ] && break
     sleep 0.05
   done
   sed -n 's/^listening on //p' "$dir/$name.out" >"$dir/$name.uris"
@@ -83,7 +83,9 @@ start pubsub "$pubsub_bin"
 "$plain_bin" --listen "unix://$dir/plain.sock" >"$dir/plain.out" 2>&1 &
 pids+=($!)
 disown
-for _ in $(seq 200); do grep -q '^listening on' "$dir/plain.out" && break; sleep 0.05; done
+for _ in $(seq 200); do grep -qs '^listening on' "$dir/plain.out" && break; sleep 0.05; done
+grep -qx "listening on unix://$dir/plain.sock" "$dir/plain.out" ||
+  fail "plain_echo_server: $(cat "$dir/plain.out")"
 plain="unix://$dir/plain.sock"
 
 # --- Help.
