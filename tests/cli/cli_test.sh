@@ -108,13 +108,13 @@ grep -qF -- "--watch" "$dir/out" || fail "courier health --help does not mention
 echo_uris=$(cat "$dir/echo.uris")
 echo_uris+=$'\n'"pipe://$echo_bin --listen pipe://stdio"
 services=$'courier.examples.Echo\ncourier.reflection.v1.ServerReflection\ngrpc.health.v1.Health'
-echo_service=$'service Echo {\n  rpc Say(.courier.examples.EchoRequest) returns (.courier.examples.EchoReply);\n}'
+say_rpc='rpc Say(.courier.examples.EchoRequest) returns (.courier.examples.EchoReply);'
+echo_service=$'service Echo {\n  '"$say_rpc"$'\n}'
 while IFS= read -r uri; do
   expect_out "$services" "$cli" list "$uri"
   expect_out courier.examples.Echo.Say "$cli" list "$uri" courier.examples.Echo
   expect_out "$echo_service" "$cli" describe "$uri" courier.examples.Echo
-  expect_out 'rpc Say(.courier.examples.EchoRequest) returns (.courier.examples.EchoReply);' \
-    "$cli" describe "$uri" courier.examples.Echo.Say
+  expect_out "$say_rpc" "$cli" describe "$uri" courier.examples.Echo.Say
   expect_out $'message EchoRequest {\n  string text = 1;\n}' \
     "$cli" describe "$uri" courier.examples.EchoRequest
   expect_out '{"text":"hello courier"}' \
@@ -192,12 +192,14 @@ run "$cli" call "$(head -1 "$dir/echo.uris")" \
   courier.reflection.v1.ServerReflection/ServerReflectionInfo -d @
 [ "$rc" -eq 0 ] || fail "reflection over the CLI: exit $rc: $err"
 [ "$(wc -l <"$dir/out")" -eq 2 ] || fail "reflection over the CLI: $out"
-grep -q '^{"originalRequest":{"listServices":""},"listServicesResponse":{"service":\[{"name":"courier.examples.Echo"}' \
+listed='"listServicesResponse":{"service":\[{"name":"courier.examples.Echo"}'
+grep -q '^{"originalRequest":{"listServices":""},'"$listed" \
   "$dir/out" || fail "reflection over the CLI: $out"
 grep -q '"errorResponse":{"errorCode":5,"errorMessage":"symbol not found: no.Such"}' \
   "$dir/out" || fail "reflection over the CLI: $out"
 # Lines of the argument work as well; a bad line names its number.
-expect_err 1 "INVALID_ARGUMENT: request JSON on line 2 is not a valid courier.reflection.v1.ServerReflectionRequest: " \
+reflection_request=courier.reflection.v1.ServerReflectionRequest
+expect_err 1 "INVALID_ARGUMENT: request JSON on line 2 is not a valid $reflection_request: " \
   "$cli" call "$(head -1 "$dir/echo.uris")" \
   courier.reflection.v1.ServerReflection/ServerReflectionInfo $'{"listServices": ""}\n{"bogus": 1}'
 
@@ -245,7 +247,8 @@ expect_err 1 "INVALID_ARGUMENT: request JSON on line 3 is not a valid courier.te
   "$cli" call "$plain" courier.test.cli.Joiner/Join -d @ "${join[@]}"
 expect_err 1 "NOT_FOUND: --proto no/such.proto: " \
   "$cli" list "$plain" --proto no/such.proto -I "$src/proto"
-expect_err 1 "INVALID_ARGUMENT: --proto $src/proto/examples/echo.proto is not under any -I import path" \
+expect_err 1 \
+  "INVALID_ARGUMENT: --proto $src/proto/examples/echo.proto is not under any -I import path" \
   "$cli" list "$plain" --proto "$src/proto/examples/echo.proto" -I "$dir"
 printf 'syntax = "proto3";\nmessage Broken {\n  strin text = 1;\n}\n' >"$dir/broken.proto"
 expect_err 1 "INVALID_ARGUMENT: --proto broken.proto does not compile: broken.proto:3:" \
@@ -287,7 +290,8 @@ expect_err 1 "DEADLINE_EXCEEDED: " "$cli" call "$(head -1 "$dir/pubsub.uris")" \
 
 # No deadline at all, and a long one.
 expect_out '{"text":"unbounded"}' "$cli" call "$echo_uri" $say '{"text": "unbounded"}' --timeout inf
-expect_out '{"text":"patient"}' "$cli" call "$echo_uri" $say '{"text": "patient"}' --timeout 1000000h
+expect_out '{"text":"patient"}' \
+  "$cli" call "$echo_uri" $say '{"text": "patient"}' --timeout 1000000h
 
 # --- Usage errors: exit 2.
 expect_err 2 "ERROR: Illegal value 'no-colon' specified for flag 'H'; expected KEY:VALUE" \
