@@ -38,6 +38,3 @@ install(FILES ${PROJECT_BINARY_DIR}/courierConfig.cmake
               ${PROJECT_BINARY_DIR}/courierConfigVersion.cmake
               ${PROJECT_SOURCE_DIR}/codegen/courier_generate.cmake
         DESTINATION ${COURIER_CMAKE_DIR})
-# The `courier` command-line client: its target is defined after this file is included
-# (add_subdirectory(tools/cli)), so its install rule runs at the end of the top directory.
-cmake_language(DEFER CALL install TARGETS courier_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})

@@ -31,7 +31,7 @@ step() {  # step NAME COMMAND...: runs COMMAND, showing its output only if it fa
 }
 
 step install "$cmake" --install "$build" --prefix "$prefix"
-for f in bin/protoc-gen-courier include/courier/rpc/channel.h include/courier/rpc/server.h \
+for f in bin/protoc-gen-courier bin/courier include/courier/rpc/channel.h include/courier/rpc/server.h \
   include/courier/rpc/service.h include/courier/rpc/stub_support.h \
   lib/cmake/courier/courierConfig.cmake; do
   [ -e "$prefix/$f" ] || fail "not installed: $f"
