@@ -22,7 +22,7 @@ struct Health::Watcher {
 void Health::SetServingStatus(std::string_view service, bool serving) {
   absl::MutexLock lock(&mu_);
   if (shutting_down_) return;
-  serving_[service] = serving;
+  serving_[std::string(service)] = serving;
   WakeWatchers();
 }
 
@@ -46,7 +46,9 @@ Health::ServingStatus Health::Status(std::string_view service) const {
   auto serving = [](bool on) {
     return on ? v1::HealthCheckResponse::SERVING : v1::HealthCheckResponse::NOT_SERVING;
   };
-  if (auto it = serving_.find(service); it != serving_.end()) return serving(it->second);
+  if (auto it = serving_.find(std::string(service)); it != serving_.end()) {
+    return serving(it->second);
+  }
   const std::vector<std::string> served = server_->service_names();
   if (!service.empty() && !std::binary_search(served.begin(), served.end(), service)) {
     return v1::HealthCheckResponse::SERVICE_UNKNOWN;
