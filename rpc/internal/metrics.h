@@ -24,6 +24,26 @@
 
 namespace courier::internal {
 
+// The metrics, SIDE being "server" or "client" (method is "/package.Service/Method"):
+//   courier_SIDE_started_total{method}          counter    calls started
+//   courier_SIDE_handled_total{method,code}     counter    calls finished, code "OK", "NOT_FOUND"...
+//   courier_SIDE_handling_seconds{method}       histogram  start to end (LatencyBuckets)
+//   courier_SIDE_received_bytes_total{method}   counter    message bytes from the peer
+//   courier_SIDE_sent_bytes_total{method}       counter    message bytes to the peer
+//   courier_SIDE_calls_in_flight{method}        gauge      started, not finished
+//   courier_server_connections_open{transport}            gauge    ("tcp", "unix", ...)
+//   courier_server_connections_accepted_total{transport}  counter
+//   courier_server_protocol_errors_total{transport}       counter
+// Message bytes are protobuf bytes, without frame and call headers: a unary call's request and
+// response, each message of a streaming call. A server counts a call once its method is looked
+// up: calls to methods it does not serve go under method="unknown" (so a peer sending random
+// names cannot make label values without bound), and with the wrong kind (unary/streaming)
+// under the method, both finished UNIMPLEMENTED at once; calls refused before the lookup (a
+// malformed header, over max_concurrent_calls or max_message_size, while draining) are not
+// counted per method (ServerStats counts some). A server call ends when its handler returns
+// (or is cancelled), with the status sent; a client call when its result is returned (a
+// stream: when the channel releases it, just after its end).
+
 // absl::StatusCode values 0..16, the gRPC codes; any other code is recorded as UNKNOWN.
 inline constexpr int kStatusCodes = 17;
 
