@@ -73,7 +73,7 @@ class CourierClient final : public EchoClient {
  public:
   // `metrics`: the channel records client metrics (ChannelOptions::metrics_registry).
   static absl::StatusOr<std::unique_ptr<EchoClient>> Create(const std::string& endpoint,
-                                                           bool metrics) {
+                                                            bool metrics) {
     auto client = std::make_unique<CourierClient>();
     ChannelOptions options;
     if (metrics) options.metrics_registry = std::make_shared<prometheus::Registry>();

@@ -127,7 +127,8 @@ class System {
 
 std::unique_ptr<System> NewRawSystem();
 std::unique_ptr<System> NewCourierSystem();
-// courier with Prometheus metrics on (ServerOptions::metrics_listen, ChannelOptions::metrics_registry).
+// courier with Prometheus metrics on (ServerOptions::metrics_listen,
+// ChannelOptions::metrics_registry).
 std::unique_ptr<System> NewCourierMetricsSystem();
 // Null when this build has no gRPC.
 std::unique_ptr<System> NewGrpcSystem();

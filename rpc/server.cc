@@ -53,7 +53,7 @@ struct ServerState {
   ServerOptions options;
   asio::any_io_executor main_executor;
   absl::flat_hash_map<std::string, ServedMethod> methods;
-  std::unique_ptr<ServerMetrics> metrics;  // null without metrics
+  std::unique_ptr<ServerMetrics> metrics;                    // null without metrics
   std::vector<std::shared_ptr<ServiceBase>> owned_services;  // AddService(shared_ptr)
   std::vector<std::function<void()>> shutdown_hooks;         // OnShutdown, on main_executor
   std::vector<std::shared_ptr<transport::Transport>> transports;  // one per scheme used
@@ -133,8 +133,8 @@ struct ServerCall {
   CancelReason reason = CancelReason::kNone;
   bool finished = false;  // the handler returned; its response is queued
   std::unique_ptr<StreamCore> stream;  // streaming calls
-  MethodMetrics* metrics = nullptr;     // null without metrics
-  Clock::time_point started;            // with metrics
+  MethodMetrics* metrics = nullptr;    // null without metrics
+  Clock::time_point started;           // with metrics
 };
 
 class ServerSession final : public Session {
@@ -382,10 +382,10 @@ class ServerSession final : public Session {
     if (streaming != (entry->stream_handler != nullptr)) {
       RecordRefused(method->second.metrics);
       Respond(id,
-              absl::UnimplementedError(absl::StrCat(
-                  "method ", entry->full_name, " is ",
-                  streaming ? "a unary method; it was called as a streaming one"
-                            : "a streaming method; it was called as a unary one")),
+              absl::UnimplementedError(
+                  absl::StrCat("method ", entry->full_name, " is ",
+                               streaming ? "a unary method; it was called as a streaming one"
+                                         : "a streaming method; it was called as a unary one")),
               {});
       return;
     }
@@ -424,10 +424,10 @@ class ServerSession final : public Session {
       call->stream->set_metrics(call->metrics);
       call->stream->Attach(this, peer_stream_window(), PeerMessageLimit());
       transport::ReturnBuffer(std::move(frame.payload));
-      asio::co_spawn(executor(), RunStreamCall(shared_self(), call, entry),
-                     asio::bind_cancellation_slot(
-                         call->signal.slot(),
-                         asio::bind_executor(EndInline{end_context_}, asio::detached)));
+      asio::co_spawn(
+          executor(), RunStreamCall(shared_self(), call, entry),
+          asio::bind_cancellation_slot(
+              call->signal.slot(), asio::bind_executor(EndInline{end_context_}, asio::detached)));
       return;
     }
     asio::co_spawn(

@@ -4,9 +4,9 @@
 #include <exception>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/match.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/family.h"
@@ -63,13 +63,15 @@ CallFamilies::CallFamilies(prometheus::Registry& registry, std::string_view side
                  .Register(registry);
   received_bytes = &prometheus::BuildCounter()
                         .Name(prefix + "received_bytes_total")
-                        .Help("Message bytes received (requests on a server, responses on a "
-                              "client), by method")
+                        .Help(
+                            "Message bytes received (requests on a server, responses on a "
+                            "client), by method")
                         .Register(registry);
   sent_bytes = &prometheus::BuildCounter()
                     .Name(prefix + "sent_bytes_total")
-                    .Help("Message bytes sent (responses on a server, requests on a client), "
-                          "by method")
+                    .Help(
+                        "Message bytes sent (responses on a server, requests on a client), "
+                        "by method")
                     .Register(registry);
   in_flight = &prometheus::BuildGauge()
                    .Name(prefix + "calls_in_flight")
@@ -99,7 +101,9 @@ void MethodMetrics::Finished(absl::StatusCode code, Clock::time_point started) {
   in_flight_->Decrement();
 }
 
-void MethodMetrics::Received(size_t bytes) { received_bytes_->Increment(static_cast<double>(bytes)); }
+void MethodMetrics::Received(size_t bytes) {
+  received_bytes_->Increment(static_cast<double>(bytes));
+}
 
 void MethodMetrics::Sent(size_t bytes) { sent_bytes_->Increment(static_cast<double>(bytes)); }
 
@@ -153,10 +157,10 @@ TransportMetrics* ServerMetrics::ForTransport(const std::string& scheme) {
   std::unique_ptr<TransportMetrics>& entry = transports_[scheme];
   if (entry == nullptr) {
     const prometheus::Labels labels{{"transport", scheme}};
-    entry = std::make_unique<TransportMetrics>(TransportMetrics{
-        .open = &connections_open_->Add(labels),
-        .accepted = &connections_accepted_->Add(labels),
-        .protocol_errors = &protocol_errors_->Add(labels)});
+    entry = std::make_unique<TransportMetrics>(
+        TransportMetrics{.open = &connections_open_->Add(labels),
+                         .accepted = &connections_accepted_->Add(labels),
+                         .protocol_errors = &protocol_errors_->Add(labels)});
   }
   return entry.get();
 }
@@ -174,8 +178,8 @@ absl::StatusOr<std::string> ServerMetrics::Expose(const std::string& address) {
   try {
     exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
         "listening_ports", address, "num_threads", kHttpThreads, "connection_queue", kHttpQueue,
-        "listen_backlog", kHttpBacklog, "max_request_size", kHttpMaxRequest,
-        "request_timeout_ms", kHttpRequestTimeoutMs, "enable_keep_alive", "no"});
+        "listen_backlog", kHttpBacklog, "max_request_size", kHttpMaxRequest, "request_timeout_ms",
+        kHttpRequestTimeoutMs, "enable_keep_alive", "no"});
   } catch (const std::exception& e) {
     return absl::UnavailableError(
         absl::StrCat("metrics: cannot serve http on ", address, ": ", e.what()));

@@ -25,12 +25,12 @@
 namespace courier::internal {
 
 // The metrics, SIDE being "server" or "client" (method is "/package.Service/Method"):
-//   courier_SIDE_started_total{method}          counter    calls started
-//   courier_SIDE_handled_total{method,code}     counter    calls finished, code "OK", "NOT_FOUND"...
-//   courier_SIDE_handling_seconds{method}       histogram  start to end (LatencyBuckets)
-//   courier_SIDE_received_bytes_total{method}   counter    message bytes from the peer
-//   courier_SIDE_sent_bytes_total{method}       counter    message bytes to the peer
-//   courier_SIDE_calls_in_flight{method}        gauge      started, not finished
+//   courier_SIDE_started_total{method}         counter    calls started
+//   courier_SIDE_handled_total{method,code}    counter    calls finished; code "OK", "NOT_FOUND"
+//   courier_SIDE_handling_seconds{method}      histogram  start to end (LatencyBuckets)
+//   courier_SIDE_received_bytes_total{method}  counter    message bytes from the peer
+//   courier_SIDE_sent_bytes_total{method}      counter    message bytes to the peer
+//   courier_SIDE_calls_in_flight{method}       gauge      started, not finished
 //   courier_server_connections_open{transport}            gauge    ("tcp", "unix", ...)
 //   courier_server_connections_accepted_total{transport}  counter
 //   courier_server_protocol_errors_total{transport}       counter

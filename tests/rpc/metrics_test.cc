@@ -144,11 +144,11 @@ class MetricsTest : public ::testing::TestWithParam<transport::TransportInfo> {
   }
 
   double ServerValue(const std::string& name,
-                const std::vector<std::pair<std::string, std::string>>& labels) {
+                     const std::vector<std::pair<std::string, std::string>>& labels) {
     return Value(*server_metrics_, name, labels);
   }
   double ClientValue(const std::string& name,
-                const std::vector<std::pair<std::string, std::string>>& labels) {
+                     const std::vector<std::pair<std::string, std::string>>& labels) {
     return Value(*client_metrics_, name, labels);
   }
 
@@ -195,9 +195,11 @@ TEST_P(MetricsTest, UnaryCallsMoveEveryCounterOnBothSides) {
     EXPECT_EQ(Value(r, prefix + "calls_in_flight", {method}), 0);
   }
   // Requests: three OK ones and the failing one; responses: the three OK ones (echoes).
-  EXPECT_EQ(ServerValue("courier_server_received_bytes_total", {method}), 3 * Bytes(ok) + Bytes(failing));
+  EXPECT_EQ(ServerValue("courier_server_received_bytes_total", {method}),
+            3 * Bytes(ok) + Bytes(failing));
   EXPECT_EQ(ServerValue("courier_server_sent_bytes_total", {method}), 3 * Bytes(ok));
-  EXPECT_EQ(ClientValue("courier_client_sent_bytes_total", {method}), 3 * Bytes(ok) + Bytes(failing));
+  EXPECT_EQ(ClientValue("courier_client_sent_bytes_total", {method}),
+            3 * Bytes(ok) + Bytes(failing));
   EXPECT_EQ(ClientValue("courier_client_received_bytes_total", {method}), 3 * Bytes(ok));
 
   const std::pair<std::string, std::string> transport{"transport", GetParam().scheme};
@@ -205,9 +207,8 @@ TEST_P(MetricsTest, UnaryCallsMoveEveryCounterOnBothSides) {
   EXPECT_EQ(ServerValue("courier_server_connections_open", {transport}), 1);
   EXPECT_EQ(ServerValue("courier_server_protocol_errors_total", {transport}), 0);
   channel_->Close();
-  EXPECT_TRUE(RunUntil(io_, [&] {
-    return ServerValue("courier_server_connections_open", {transport}) == 0;
-  }));
+  EXPECT_TRUE(RunUntil(
+      io_, [&] { return ServerValue("courier_server_connections_open", {transport}) == 0; }));
 }
 
 TEST_P(MetricsTest, CallsInFlightCountsARunningCall) {
@@ -220,8 +221,7 @@ TEST_P(MetricsTest, CallsInFlightCountsARunningCall) {
         (void)co_await call.Write(Sized(5));
         // Open on both sides until the server has seen the message.
         while (ServerValue("courier_server_received_bytes_total", {{"method", kUpload}}) < 1) {
-          asio::steady_timer wait(co_await asio::this_coro::executor,
-                                  std::chrono::milliseconds(1));
+          asio::steady_timer wait(co_await asio::this_coro::executor, std::chrono::milliseconds(1));
           co_await wait.async_wait(internal::use_nothrow);
         }
         EXPECT_EQ(ServerValue("courier_server_calls_in_flight", {{"method", kUpload}}), 1);
@@ -297,8 +297,10 @@ TEST_P(MetricsTest, StreamingCallsCountTheirMessageBytes) {
   EXPECT_EQ(ServerValue("courier_server_received_bytes_total", {{"method", kDownload}}),
             Bytes(request));
   EXPECT_EQ(ServerValue("courier_server_sent_bytes_total", {{"method", kDownload}}), down_bytes);
-  EXPECT_EQ(ClientValue("courier_client_sent_bytes_total", {{"method", kDownload}}), Bytes(request));
-  EXPECT_EQ(ClientValue("courier_client_received_bytes_total", {{"method", kDownload}}), down_bytes);
+  EXPECT_EQ(ClientValue("courier_client_sent_bytes_total", {{"method", kDownload}}),
+            Bytes(request));
+  EXPECT_EQ(ClientValue("courier_client_received_bytes_total", {{"method", kDownload}}),
+            down_bytes);
   // PingPong: two messages each way.
   EXPECT_EQ(ServerValue("courier_server_received_bytes_total", {{"method", kPingPong}}),
             2 * Bytes(ping));
@@ -318,14 +320,15 @@ TEST_P(MetricsTest, UnknownMethodsShareOneLabelValue) {
     return ServerValue("courier_server_handling_seconds", {{"method", "unknown"}}) == 3;
   }));
   EXPECT_EQ(ServerValue("courier_server_started_total", {{"method", "unknown"}}), 3);
-  EXPECT_EQ(
-      ServerValue("courier_server_handled_total", {{"method", "unknown"}, {"code", "UNIMPLEMENTED"}}),
-      3);
+  EXPECT_EQ(ServerValue("courier_server_handled_total",
+                        {{"method", "unknown"}, {"code", "UNIMPLEMENTED"}}),
+            3);
   for (int i = 0; i < 3; ++i) {
     const std::string method = absl::StrCat("/no.Such/Method", i);
     EXPECT_FALSE(Sample(*server_metrics_, "courier_server_started_total", {{"method", method}}));
     // The client names what it called: its own methods are bounded by its code.
-    EXPECT_EQ(ClientValue("courier_client_handled_total", {{"method", method}, {"code", "UNIMPLEMENTED"}}),
+    EXPECT_EQ(ClientValue("courier_client_handled_total",
+                          {{"method", method}, {"code", "UNIMPLEMENTED"}}),
               1);
   }
 }
@@ -334,14 +337,13 @@ TEST_P(MetricsTest, ProtocolErrorsAreCountedPerTransport) {
   std::unique_ptr<testing::RawPeer> peer = testing::RawPeer::Connect(io_, GetParam(), endpoint_);
   ASSERT_NE(peer, nullptr);
   // A response is never sent to a server: the connection is closed as a protocol error.
-  ASSERT_THAT(peer->Write(io_, testing::HelloBytes() +
-                                   testing::ResponseBytes(1, absl::OkStatus(), "x")),
-              IsOk());
+  ASSERT_THAT(
+      peer->Write(io_, testing::HelloBytes() + testing::ResponseBytes(1, absl::OkStatus(), "x")),
+      IsOk());
   peer->ReadUntilClosed(io_);
   const std::pair<std::string, std::string> transport{"transport", GetParam().scheme};
-  EXPECT_TRUE(RunUntil(io_, [&] {
-    return ServerValue("courier_server_protocol_errors_total", {transport}) == 1;
-  }));
+  EXPECT_TRUE(RunUntil(
+      io_, [&] { return ServerValue("courier_server_protocol_errors_total", {transport}) == 1; }));
   EXPECT_EQ(ServerValue("courier_server_connections_accepted_total", {transport}), 1);
   // A well-behaved client afterwards is no protocol error.
   StreamsStub stub(channel_);
@@ -430,7 +432,8 @@ TEST_F(MetricsHttpTest, GetMetricsServesTheTextFormat) {
               HasSubstr(absl::StrCat("courier_server_started_total{method=\"", kUnary, "\"} 2")));
   EXPECT_THAT(response, HasSubstr(absl::StrCat("courier_server_handled_total{code=\"OK\",method=\"",
                                                kUnary, "\"} 2")));
-  EXPECT_THAT(response, HasSubstr("courier_server_connections_accepted_total{transport=\"tcp\"} 2"));
+  EXPECT_THAT(response,
+              HasSubstr("courier_server_connections_accepted_total{transport=\"tcp\"} 2"));
   EXPECT_THAT(response, HasSubstr("# TYPE courier_server_handling_seconds histogram"));
 }
 
