@@ -21,6 +21,7 @@
 #include "bench/system.h"
 #include "examples/echo.courier.h"
 #include "examples/echo.pb.h"
+#include "prometheus/registry.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
 #include "transport/registry.h"
@@ -70,10 +71,14 @@ class StreamServer final : public StreamEchoService {
 
 class CourierClient final : public EchoClient {
  public:
-  static absl::StatusOr<std::unique_ptr<EchoClient>> Create(const std::string& endpoint) {
+  // `metrics`: the channel records client metrics (ChannelOptions::metrics_registry).
+  static absl::StatusOr<std::unique_ptr<EchoClient>> Create(const std::string& endpoint,
+                                                            bool metrics) {
     auto client = std::make_unique<CourierClient>();
+    ChannelOptions options;
+    if (metrics) options.metrics_registry = std::make_shared<prometheus::Registry>();
     absl::StatusOr<std::shared_ptr<Channel>> channel =
-        Channel::Create(client->io_.get_executor(), endpoint);
+        Channel::Create(client->io_.get_executor(), endpoint, options);
     if (!channel.ok()) return channel.status();
     client->channel_ = *std::move(channel);
     client->stub_ = std::make_unique<EchoStub>(client->channel_);
@@ -227,9 +232,13 @@ void RemoveOnQuit(const Endpoint& endpoint) {
   SetServerCleanup([] { ::unlink(path->c_str()); });
 }
 
+// "courier+metrics" (`metrics`): the same with Prometheus metrics recorded on both sides, the
+// server's also served over HTTP (ServerOptions::metrics_listen; nobody scrapes it during the
+// run), so the two systems' ratio is the cost of recording.
 class CourierSystem final : public System {
  public:
-  std::string_view name() const override { return "courier"; }
+  explicit CourierSystem(bool metrics) : metrics_(metrics) {}
+  std::string_view name() const override { return metrics_ ? "courier+metrics" : "courier"; }
 
   std::vector<std::string> transports() const override {
     std::vector<std::string> schemes;
@@ -251,7 +260,9 @@ class CourierSystem final : public System {
     asio::io_context io(1);
     EchoServer echo;
     StreamServer streams;
-    Server server(io.get_executor());
+    ServerOptions server_options;
+    if (metrics_) server_options.metrics_listen = "127.0.0.1:0";
+    Server server(io.get_executor(), server_options);
     if (absl::Status s = server.AddService(echo); !s.ok()) return s;
     if (absl::Status s = server.AddService(streams); !s.ok()) return s;
     std::string options = variant ? "?" + std::string(variant->options) : "";
@@ -268,12 +279,16 @@ class CourierSystem final : public System {
 
   absl::StatusOr<std::unique_ptr<EchoClient>> Connect(std::string_view transport,
                                                       const std::string& endpoint) override {
-    return CourierClient::Create(endpoint);
+    return CourierClient::Create(endpoint, metrics_);
   }
+
+ private:
+  bool metrics_;
 };
 
 }  // namespace
 
-std::unique_ptr<System> NewCourierSystem() { return std::make_unique<CourierSystem>(); }
+std::unique_ptr<System> NewCourierSystem() { return std::make_unique<CourierSystem>(false); }
+std::unique_ptr<System> NewCourierMetricsSystem() { return std::make_unique<CourierSystem>(true); }
 
 }  // namespace courier::bench

@@ -59,6 +59,7 @@ std::vector<std::pair<std::string, size_t>> CasesOf(const RunResult& run,
 std::vector<Ratio> ComputeRatios(const RunResult& run) {
   std::vector<Ratio> ratios;
   for (auto [numerator, denominator] : {std::pair<std::string, std::string>{"courier", "raw"},
+                                        {"courier+metrics", "courier"},
                                         {"grpc", "courier"},
                                         {"capnp", "courier"}}) {
     for (const auto& [transport, payload] : CasesOf(run, numerator)) {

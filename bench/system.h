@@ -127,6 +127,9 @@ class System {
 
 std::unique_ptr<System> NewRawSystem();
 std::unique_ptr<System> NewCourierSystem();
+// courier with Prometheus metrics on (ServerOptions::metrics_listen,
+// ChannelOptions::metrics_registry).
+std::unique_ptr<System> NewCourierMetricsSystem();
 // Null when this build has no gRPC.
 std::unique_ptr<System> NewGrpcSystem();
 // What the report says about gRPC: "included (...)" with its version, or "not built (why)".
@@ -136,7 +139,8 @@ std::unique_ptr<System> NewCapnpSystem();
 // What the report says about Cap'n Proto: "included (...)" with its version, or "not built (why)".
 std::string CapnpNote();
 
-// Every system this build has, raw first (the floor), then courier, gRPC, Cap'n Proto.
+// Every system this build has, raw first (the floor), then courier, courier+metrics, gRPC,
+// Cap'n Proto.
 std::vector<std::unique_ptr<System>> AllSystems();
 
 // The bytes every system echoes: `size` bytes of printable ASCII (valid UTF-8, so protobuf

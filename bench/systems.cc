@@ -21,6 +21,7 @@ std::vector<std::unique_ptr<System>> AllSystems() {
   std::vector<std::unique_ptr<System>> systems;
   systems.push_back(NewRawSystem());
   systems.push_back(NewCourierSystem());
+  systems.push_back(NewCourierMetricsSystem());
   if (std::unique_ptr<System> grpc = NewGrpcSystem()) systems.push_back(std::move(grpc));
   if (std::unique_ptr<System> capnp = NewCapnpSystem()) systems.push_back(std::move(capnp));
   return systems;

@@ -24,6 +24,7 @@
 #include "asio/io_context.hpp"
 #include "asio/post.hpp"
 #include "asio/this_coro.hpp"
+#include "rpc/internal/metrics.h"
 #include "rpc/internal/session.h"
 #include "rpc/internal/wire.h"
 #include "rpc/wire.pb.h"
@@ -228,6 +229,9 @@ Channel::Channel(ConstructionKey, asio::any_io_executor executor, Endpoint endpo
   // A peer refuses a hello announcing more (PROTOCOL.md §13.1).
   options_.stream_window =
       std::min(options_.stream_window, static_cast<uint32_t>(internal::kMaxStreamCredit));
+  if (options_.metrics_registry != nullptr) {
+    metrics_ = std::make_unique<internal::ClientMetrics>(options_.metrics_registry);
+  }
 }
 
 absl::StatusOr<std::shared_ptr<Channel>> Channel::Create(std::string_view uri,
@@ -327,6 +331,12 @@ asio::awaitable<absl::StatusOr<internal::Reply>> Channel::CallEncoded(
   const Clock::time_point deadline =
       timeout == Clock::duration::max() ? Clock::time_point::max()
                                         : Clock::now() + std::max(timeout, Clock::duration::zero());
+  internal::MethodMetrics* metrics = metrics_ != nullptr ? metrics_->ForMethod(method) : nullptr;
+  Clock::time_point started;
+  if (metrics != nullptr) {
+    started = metrics->Started();
+    metrics->Sent(message_size);
+  }
 
   PendingCall call;
   call.deadline = deadline;
@@ -363,6 +373,10 @@ asio::awaitable<absl::StatusOr<internal::Reply>> Channel::CallEncoded(
                 : absl::CancelledError(absl::StrCat(transport::AsAbsl(method), ": call cancelled"));
   }
   AfterCall(session);
+  if (metrics != nullptr) {
+    if (result.ok()) metrics->Received(result->payload.size() - result->offset);
+    metrics->Finished(result.status().code(), started);
+  }
   co_return result;
 }
 
@@ -396,6 +410,10 @@ std::shared_ptr<internal::ClientStream> Channel::OpenStream(std::string_view met
                                                options_.max_message_size);
   stream->method_ = std::string(method);
   stream->response_metadata_ = options.response_metadata;
+  if (metrics_ != nullptr) {
+    stream->set_metrics(metrics_->ForMethod(method));
+    stream->started_ = stream->metrics()->Started();
+  }
   PendingCall& call = *stream->call_;
   call.stream = stream.get();
   call.wait_for_ready = options.wait_for_ready;
@@ -446,6 +464,9 @@ void Channel::ReleaseStream(internal::ClientStream& stream) {
   if (session != nullptr) --session->calls;
   stream.Detach();
   streams_.erase(call_id);
+  if (stream.metrics() != nullptr) {
+    stream.metrics()->Finished(stream.end_status().code(), stream.started_);
+  }
   AfterCall(session);
 }
 

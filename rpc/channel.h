@@ -24,9 +24,14 @@
 #include "transport/registry.h"
 #include "transport/transport.h"
 
+namespace prometheus {
+class Registry;
+}  // namespace prometheus
+
 namespace courier {
 
 namespace internal {
+class ClientMetrics;
 class ClientSession;
 struct OwnedReactor;
 struct PendingCall;
@@ -72,6 +77,11 @@ struct ChannelOptions {
   // application has read (announced in the hello; at most 2^31-1, a larger value is taken as
   // that). 0: this channel makes no streaming calls (they fail kUnimplemented).
   uint32_t stream_window = internal::kDefaultStreamWindow;
+  // Records client-side Prometheus metrics there (calls started and finished by status code,
+  // latency and message bytes, per method; rpc/internal/metrics.h). Calls refused before they
+  // start (a closed channel, an oversized request, invalid metadata) are not counted. Null:
+  // nothing is recorded (the cost per call is one null-pointer check).
+  std::shared_ptr<prometheus::Registry> metrics_registry;
   // Where schemes are looked up; the built-in table by default.
   std::span<const transport::TransportInfo> transports = transport::BuiltInTransports();
 };
@@ -214,6 +224,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
   std::string uri_;
   std::unique_ptr<transport::Transport> transport_;
   ChannelOptions options_;
+  std::unique_ptr<internal::ClientMetrics> metrics_;  // null without metrics
   std::shared_ptr<internal::ClientSession> session_;  // ready for new calls, or null
   bool dialing_ = false;
   bool closed_ = false;

@@ -19,6 +19,7 @@
 #include "asio/post.hpp"
 #include "asio/recycling_allocator.hpp"
 #include "asio/steady_timer.hpp"
+#include "rpc/internal/metrics.h"
 #include "rpc/internal/session.h"
 #include "rpc/internal/stream.h"
 #include "rpc/internal/wire.h"
@@ -40,12 +41,19 @@ struct Reactor {
   absl::flat_hash_set<ServerSession*> sessions;
 };
 
+// A method the server serves.
+struct ServedMethod {
+  const MethodEntry* entry;
+  MethodMetrics* metrics;  // null without metrics
+};
+
 // What the server shares with its sessions and accept loops; outlives the Server object while
 // any of them runs.
 struct ServerState {
   ServerOptions options;
   asio::any_io_executor main_executor;
-  absl::flat_hash_map<std::string, const MethodEntry*> methods;
+  absl::flat_hash_map<std::string, ServedMethod> methods;
+  std::unique_ptr<ServerMetrics> metrics;                    // null without metrics
   std::vector<std::shared_ptr<ServiceBase>> owned_services;  // AddService(shared_ptr)
   std::vector<std::function<void()>> shutdown_hooks;         // OnShutdown, on main_executor
   std::vector<std::shared_ptr<transport::Transport>> transports;  // one per scheme used
@@ -125,15 +133,19 @@ struct ServerCall {
   CancelReason reason = CancelReason::kNone;
   bool finished = false;  // the handler returned; its response is queued
   std::unique_ptr<StreamCore> stream;  // streaming calls
+  MethodMetrics* metrics = nullptr;    // null without metrics
+  Clock::time_point started;           // with metrics
 };
 
 class ServerSession final : public Session {
  public:
   ServerSession(std::unique_ptr<transport::Connection> connection, SessionOptions options,
-                std::shared_ptr<ServerState> state, std::shared_ptr<Reactor> reactor)
+                std::shared_ptr<ServerState> state, std::shared_ptr<Reactor> reactor,
+                TransportMetrics* metrics)
       : Session(std::move(connection), std::move(options)),
         state_(std::move(state)),
         reactor_(std::move(reactor)),
+        metrics_(metrics),
         drain_timer_(executor()),
         deadline_timer_(executor()),
         end_context_(&asio::query(executor(), asio::execution::context)) {
@@ -283,6 +295,10 @@ class ServerSession final : public Session {
       LogRateLimited(LogSeverity::kWarning, absl::StrCat("courier server: closing connection from ",
                                                          peer().address, ": ", why.ToString()));
     }
+    if (metrics_ != nullptr) {
+      metrics_->open->Decrement();
+      if (IsProtocolError(why)) metrics_->protocol_errors->Increment();
+    }
     drain_timer_.cancel();
     deadline_timer_.cancel();
     CancelAll(CancelReason::kConnectionLost);
@@ -356,17 +372,20 @@ class ServerSession final : public Session {
     }
     auto method = state_->methods.find(transport::AsAbsl(header->method));
     if (method == state_->methods.end()) {
+      if (state_->metrics != nullptr) RecordRefused(state_->metrics->unknown_method());
       Respond(id,
               absl::UnimplementedError(absl::StrCat("unknown method ", Printable(header->method))),
               {});
       return;
     }
-    if (streaming != (method->second->stream_handler != nullptr)) {
+    const MethodEntry* entry = method->second.entry;
+    if (streaming != (entry->stream_handler != nullptr)) {
+      RecordRefused(method->second.metrics);
       Respond(id,
-              absl::UnimplementedError(absl::StrCat(
-                  "method ", method->second->full_name, " is ",
-                  streaming ? "a unary method; it was called as a streaming one"
-                            : "a streaming method; it was called as a unary one")),
+              absl::UnimplementedError(
+                  absl::StrCat("method ", entry->full_name, " is ",
+                               streaming ? "a unary method; it was called as a streaming one"
+                                         : "a streaming method; it was called as a unary one")),
               {});
       return;
     }
@@ -387,8 +406,13 @@ class ServerSession final : public Session {
     // Allocated through Asio's per-thread recycling cache: no malloc per call in steady state.
     auto call = std::allocate_shared<ServerCall>(
         asio::recycling_allocator<ServerCall>(), id,
-        ServerContext(method->second->full_name, deadline, peer(), std::move(header->metadata)));
+        ServerContext(entry->full_name, deadline, peer(), std::move(header->metadata)));
     calls_.emplace(id, call);
+    if (MethodMetrics* metrics = method->second.metrics; metrics != nullptr) {
+      call->metrics = metrics;
+      call->started = metrics->Started();
+      metrics->Received(message_size);
+    }
     state_->active_calls.fetch_add(1, std::memory_order_relaxed);
     if (deadline != Clock::time_point::max()) {
       deadlines_.insert({deadline, id});
@@ -397,16 +421,17 @@ class ServerSession final : public Session {
     if (streaming) {
       call->stream = std::make_unique<StreamCore>(executor(), id, options().stream_window,
                                                   state_->options.max_message_size);
+      call->stream->set_metrics(call->metrics);
       call->stream->Attach(this, peer_stream_window(), PeerMessageLimit());
       transport::ReturnBuffer(std::move(frame.payload));
-      asio::co_spawn(executor(), RunStreamCall(shared_self(), call, method->second),
-                     asio::bind_cancellation_slot(
-                         call->signal.slot(),
-                         asio::bind_executor(EndInline{end_context_}, asio::detached)));
+      asio::co_spawn(
+          executor(), RunStreamCall(shared_self(), call, entry),
+          asio::bind_cancellation_slot(
+              call->signal.slot(), asio::bind_executor(EndInline{end_context_}, asio::detached)));
       return;
     }
     asio::co_spawn(
-        executor(), RunCall(shared_self(), call, method->second, std::move(frame.payload), offset),
+        executor(), RunCall(shared_self(), call, entry, std::move(frame.payload), offset),
         asio::bind_cancellation_slot(call->signal.slot(),
                                      asio::bind_executor(EndInline{end_context_}, asio::detached)));
   }
@@ -569,6 +594,7 @@ class ServerSession final : public Session {
                      : absl::InternalError("call failed");
         break;
     }
+    if (call.metrics != nullptr) RecordFinished(call, result, is_payload);
     const bool answer =
         call.reason != CancelReason::kClient && call.reason != CancelReason::kConnectionLost;
     if (!answer || closed()) {
@@ -592,6 +618,20 @@ class ServerSession final : public Session {
     } else {
       Respond(id, std::move(result), std::move(metadata));
     }
+  }
+
+  // A call answered at once with kUnimplemented (an unknown method, or the wrong kind of call)
+  // counts as started and finished.
+  static void RecordRefused(MethodMetrics* metrics) {
+    if (metrics != nullptr) metrics->Finished(absl::StatusCode::kUnimplemented, metrics->Started());
+  }
+
+  static void RecordFinished(const ServerCall& call, const absl::StatusOr<std::string>& result,
+                             bool is_payload) {
+    if (call.stream == nullptr && result.ok()) {
+      call.metrics->Sent(is_payload ? MessageSizeOfPayload(*result) : result->size());
+    }
+    call.metrics->Finished(result.status().code(), call.started);
   }
 
   std::string TooLarge(size_t size) const {
@@ -653,6 +693,7 @@ class ServerSession final : public Session {
 
   std::shared_ptr<ServerState> state_;
   std::shared_ptr<Reactor> reactor_;
+  TransportMetrics* metrics_;  // null without metrics
   absl::flat_hash_map<uint32_t, std::shared_ptr<ServerCall>> calls_;
   absl::btree_set<std::pair<Clock::time_point, uint32_t>> deadlines_;
   size_t client_cancelled_ = 0;  // calls in calls_ cancelled by the client, handler unwinding
@@ -671,7 +712,7 @@ namespace {
 
 void StartSession(const std::shared_ptr<ServerState>& state,
                   const std::shared_ptr<Reactor>& reactor,
-                  std::unique_ptr<transport::Connection> connection) {
+                  std::unique_ptr<transport::Connection> connection, TransportMetrics* metrics) {
   SessionOptions options;
   options.max_message_size = state->options.max_message_size;
   options.keepalive_interval = state->options.keepalive_interval;
@@ -682,15 +723,20 @@ void StartSession(const std::shared_ptr<ServerState>& state,
   options.max_queued_bytes = state->options.max_queued_bytes;
   options.max_concurrent_calls = state->options.max_concurrent_calls;
   options.stream_window = state->options.stream_window;
-  auto session =
-      std::make_shared<ServerSession>(std::move(connection), std::move(options), state, reactor);
+  if (metrics != nullptr) {
+    metrics->accepted->Increment();
+    metrics->open->Increment();
+  }
+  auto session = std::make_shared<ServerSession>(std::move(connection), std::move(options), state,
+                                                 reactor, metrics);
   reactor->sessions.insert(session.get());
   session->Start();
   if (state->shut_down) session->BeginDrain(Clock::now());
 }
 
 asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
-                                 std::shared_ptr<transport::Listener> listener) {
+                                 std::shared_ptr<transport::Listener> listener,
+                                 TransportMetrics* metrics) {
   co_await asio::this_coro::throw_if_cancelled(false);
   // While accept fails (out of descriptors, say), wait before retrying, doubling up to 1 s, and
   // log once per episode: when it starts, and when accepting works again.
@@ -748,8 +794,8 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
       continue;
     }
     state->live_sessions.fetch_add(1);
-    asio::post(reactor->executor, [state, reactor, c = *std::move(connection)]() mutable {
-      StartSession(state, reactor, std::move(c));
+    asio::post(reactor->executor, [state, reactor, metrics, c = *std::move(connection)]() mutable {
+      StartSession(state, reactor, std::move(c), metrics);
     });
   }
 }
@@ -772,6 +818,9 @@ Server::Server(asio::any_io_executor executor, ServerOptions options)
   state_->options.stream_window =
       std::min(state_->options.stream_window, static_cast<uint32_t>(internal::kMaxStreamCredit));
   state_->main_executor = executor;
+  if (!state_->options.metrics_listen.empty() || state_->options.metrics_registry != nullptr) {
+    state_->metrics = std::make_unique<internal::ServerMetrics>(state_->options.metrics_registry);
+  }
   if (state_->options.threads <= 0) {
     state_->reactors.push_back(std::make_shared<Reactor>(Reactor{executor, {}}));
     return;
@@ -787,6 +836,8 @@ Server::Server(asio::any_io_executor executor, ServerOptions options)
 }
 
 Server::~Server() {
+  // The HTTP threads stop here; the metrics themselves live as long as the sessions using them.
+  if (state_->metrics != nullptr) state_->metrics->StopExposing();
   state_->shut_down = true;
   for (auto& listener : state_->listeners) listener->Close();
   if (state_->threads.empty()) {
@@ -817,7 +868,9 @@ absl::Status Server::AddService(ServiceBase& service) {
     }
   }
   for (const MethodEntry& method : service.methods()) {
-    state_->methods.emplace(method.full_name, &method);
+    internal::MethodMetrics* metrics =
+        state_->metrics != nullptr ? state_->metrics->AddMethod(method.full_name) : nullptr;
+    state_->methods.emplace(method.full_name, internal::ServedMethod{&method, metrics});
   }
   return absl::OkStatus();
 }
@@ -857,12 +910,21 @@ absl::StatusOr<Endpoint> Server::Listen(std::string_view uri) {
   absl::StatusOr<std::unique_ptr<transport::Listener>> listener = (*transport)->Listen(*endpoint);
   if (!listener.ok())
     return transport::Annotate(listener.status(), absl::StrCat("listen ", transport::AsAbsl(uri)));
+  internal::TransportMetrics* metrics = nullptr;
+  if (state_->metrics != nullptr) {
+    if (!state_->options.metrics_listen.empty() && metrics_endpoint_.empty()) {
+      absl::StatusOr<std::string> at = state_->metrics->Expose(state_->options.metrics_listen);
+      if (!at.ok()) return at.status();
+      metrics_endpoint_ = *std::move(at);
+    }
+    metrics = state_->metrics->ForTransport(endpoint->scheme);
+  }
   state_->listening = true;
   std::shared_ptr<transport::Listener> shared = *std::move(listener);
   state_->transports.push_back(*std::move(transport));
   state_->listeners.push_back(shared);
   endpoints_.push_back(shared->local_endpoint());
-  asio::co_spawn(executor_, internal::AcceptLoop(state_, shared), asio::detached);
+  asio::co_spawn(executor_, internal::AcceptLoop(state_, shared, metrics), asio::detached);
   return endpoints_.back();
 }
 

@@ -18,6 +18,10 @@
 #include "transport/endpoint.h"
 #include "transport/registry.h"
 
+namespace prometheus {
+class Registry;
+}  // namespace prometheus
+
 namespace courier {
 
 namespace internal {
@@ -56,6 +60,16 @@ struct ServerOptions {
   uint32_t stream_window = internal::kDefaultStreamWindow;
   // Connections open at once; a connection beyond it is closed as soon as it is accepted.
   size_t max_connections = 10000;
+  // Serves Prometheus metrics (calls, latency and bytes per method; connections and protocol
+  // errors per transport) over HTTP at http://ADDRESS/metrics, e.g. "127.0.0.1:9464"; port 0
+  // picks a free one (Server::metrics_endpoint() tells which). Started by the first Listen.
+  // Empty: no HTTP endpoint.
+  std::string metrics_listen;
+  // Records the metrics into the application's registry (and serves that one at
+  // metrics_listen, if set, with whatever else it holds). Null: the server makes a registry of
+  // its own if metrics_listen is set; with neither, nothing is recorded (the cost per call is
+  // one null-pointer check).
+  std::shared_ptr<prometheus::Registry> metrics_registry;
   std::span<const transport::TransportInfo> transports = transport::BuiltInTransports();
 };
 
@@ -95,7 +109,9 @@ class Server {
 
   // Starts listening on `uri` (callable several times, for several endpoints) and returns the
   // resolved endpoint (the real port for port 0). kInvalidArgument for a bad URI or unknown
-  // scheme, kAlreadyExists when the address is taken, kFailedPrecondition after Shutdown.
+  // scheme, kAlreadyExists when the address is taken, kFailedPrecondition after Shutdown. The
+  // first call also starts the metrics endpoint (ServerOptions::metrics_listen), and fails
+  // kInvalidArgument for a malformed address or kUnavailable when it cannot be bound.
   absl::StatusOr<Endpoint> Listen(std::string_view uri);
 
   // Stops accepting, tells clients to go away (their new calls go elsewhere), lets calls in
@@ -111,6 +127,9 @@ class Server {
   size_t connections() const;
   ServerStats stats() const;
   const std::vector<Endpoint>& endpoints() const { return endpoints_; }
+  // "host:port" of the metrics endpoint, with the real port, once Listen started it; empty
+  // without ServerOptions::metrics_listen.
+  const std::string& metrics_endpoint() const { return metrics_endpoint_; }
   asio::any_io_executor executor() const { return executor_; }
 
  private:
@@ -120,6 +139,7 @@ class Server {
   asio::any_io_executor executor_;
   std::shared_ptr<internal::ServerState> state_;
   std::vector<Endpoint> endpoints_;
+  std::string metrics_endpoint_;
 };
 
 }  // namespace courier

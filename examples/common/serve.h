@@ -1,6 +1,8 @@
 // The part every example server's main() shares: add the service with server reflection and
 // health checking (so the `courier` tool can list, describe, call and probe it), listen on each
-// URI printing "listening on URI" (the real port for port 0), serve until SIGINT/SIGTERM, then
+// URI printing "listening on URI" (the real port for port 0), then "metrics on
+// http://HOST:PORT/metrics" if the server was given ServerOptions::metrics_listen (--metrics-listen
+// ADDR in the examples; the real port), serve until SIGINT/SIGTERM, then
 // shut down gracefully (health goes NOT_SERVING; 5 s drain; the server closes whatever is left
 // soon after) and print "shut down".
 // A second SIGINT/SIGTERM exits at once. Header-only, for examples.
@@ -46,6 +48,9 @@ inline int Serve(asio::io_context& io, Server& server, ServiceBase& service,
     absl::StatusOr<Endpoint> endpoint = server.Listen(uri);
     if (!endpoint.ok()) return fail(endpoint.status());
     std::printf("listening on %s\n", endpoint->ToString().c_str());
+  }
+  if (!server.metrics_endpoint().empty()) {
+    std::printf("metrics on http://%s/metrics\n", server.metrics_endpoint().c_str());
   }
   std::fflush(stdout);
   asio::signal_set signals(io, SIGINT, SIGTERM);

@@ -1,6 +1,8 @@
-// echo_server --listen URI [--listen URI ...] [--threads N]
+// echo_server --listen URI [--listen URI ...] [--threads N] [--metrics-listen HOST:PORT]
 // Serves courier.examples.Echo on every URI, prints "listening on URI" for each (with the real
-// port for port 0), and shuts down gracefully on SIGINT or SIGTERM.
+// port for port 0), serves Prometheus metrics at http://HOST:PORT/metrics with --metrics-listen
+// (printing "metrics on http://HOST:PORT/metrics"), and shuts down gracefully on SIGINT or
+// SIGTERM.
 #include "rpc/server.h"
 
 #include <csignal>
@@ -30,7 +32,9 @@ class EchoServer final : public courier::examples::EchoService {
 };
 
 int Usage() {
-  std::fprintf(stderr, "usage: echo_server --listen URI [--listen URI ...] [--threads N]\n");
+  std::fprintf(stderr,
+               "usage: echo_server --listen URI [--listen URI ...] [--threads N] "
+               "[--metrics-listen HOST:PORT]\n");
   return 2;
 }
 
@@ -39,12 +43,15 @@ int Usage() {
 int main(int argc, char** argv) {
   std::vector<std::string> uris;
   int threads = 0;
+  std::string metrics_listen;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg == "--listen" && i + 1 < argc) {
       uris.emplace_back(argv[++i]);
     } else if (arg == "--threads" && i + 1 < argc) {
       threads = std::atoi(argv[++i]);
+    } else if (arg == "--metrics-listen" && i + 1 < argc) {
+      metrics_listen = argv[++i];
     } else {
       return Usage();
     }
@@ -55,6 +62,7 @@ int main(int argc, char** argv) {
   EchoServer echo;
   courier::ServerOptions options;
   options.threads = threads;
+  options.metrics_listen = metrics_listen;
   courier::Server server(io.get_executor(), options);
   return courier::examples::Serve(io, server, echo, uris);
 }

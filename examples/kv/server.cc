@@ -1,4 +1,4 @@
-// kv_server --listen URI [--listen URI ...]
+// kv_server --listen URI [--listen URI ...] [--metrics-listen HOST:PORT]
 // The key-value service of kv.proto, in memory. Prints "listening on URI" per endpoint and shuts
 // down gracefully on SIGINT or SIGTERM.
 #include "rpc/server.h"
@@ -85,20 +85,24 @@ class KvServer final : public kv::KvService {
 
 int main(int argc, char** argv) {
   std::vector<std::string> uris;
+  courier::ServerOptions server_options;
   for (int i = 1; i < argc; ++i) {
     if (std::string_view(argv[i]) == "--listen" && i + 1 < argc) {
       uris.emplace_back(argv[++i]);
+    } else if (std::string_view(argv[i]) == "--metrics-listen" && i + 1 < argc) {
+      server_options.metrics_listen = argv[++i];
     } else {
       uris.clear();
       break;
     }
   }
   if (uris.empty()) {
-    std::fprintf(stderr, "usage: kv_server --listen URI [--listen URI ...]\n");
+    std::fprintf(stderr,
+                 "usage: kv_server --listen URI [--listen URI ...] [--metrics-listen HOST:PORT]\n");
     return 2;
   }
   asio::io_context io(1);
   KvServer service;
-  courier::Server server(io.get_executor());
+  courier::Server server(io.get_executor(), server_options);
   return courier::examples::Serve(io, server, service, uris);
 }

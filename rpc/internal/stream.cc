@@ -6,6 +6,7 @@
 #include "asio/associated_cancellation_slot.hpp"
 #include "asio/dispatch.hpp"
 #include "asio/post.hpp"
+#include "rpc/internal/metrics.h"
 #include "rpc/internal/session.h"
 #include "rpc/internal/wire.h"
 
@@ -56,6 +57,7 @@ absl::Status StreamCore::Receive(Frame& frame, bool& fatal) {
   const size_t size = frame.payload.size();
   receive_credit_ -= static_cast<int64_t>(size);
   fatal = false;
+  if (metrics_ != nullptr) metrics_->Received(size);
   if (ended_ || discarding_) {
     GrantConsumed(size);
     transport::ReturnBuffer(std::move(frame.payload));
@@ -197,6 +199,7 @@ absl::Status StreamCore::Enqueue(std::string message) {
                                                      " bytes exceeds the peer's limit of ",
                                                      max_send_, " bytes"));
   }
+  if (metrics_ != nullptr) metrics_->Sent(message.size());
   outq_.push_back(Frame{FrameType::kMessage, 0, call_id_, std::move(message)});
   ++queued_;
   Pump();

@@ -26,6 +26,7 @@ class Channel;
 
 namespace courier::internal {
 
+class MethodMetrics;
 class Session;
 struct PendingCall;
 
@@ -58,6 +59,10 @@ class StreamCore {
   // granted in its hello, `max_send` the largest message it takes. Sends what is queued.
   void Attach(Session* session, uint32_t send_window, size_t max_send);
   void Detach() { session_ = nullptr; }
+  // Message bytes received and written are recorded there from now on (null: not recorded);
+  // it must outlive the stream.
+  void set_metrics(MethodMetrics* metrics) { metrics_ = metrics; }
+  MethodMetrics* metrics() const { return metrics_; }
   // A kMessage frame from the peer. A non-OK result with `fatal` set is a protocol error (close
   // the connection); without it, the call fails with that status.
   absl::Status Receive(transport::Frame& frame, bool& fatal);
@@ -117,6 +122,7 @@ class StreamCore {
   uint32_t receive_window_;
   size_t max_receive_;
   Session* session_ = nullptr;
+  MethodMetrics* metrics_ = nullptr;
   // Receiving.
   std::deque<std::string> inbox_;
   int64_t receive_credit_;  // what the peer may still send
@@ -179,6 +185,7 @@ class ClientStream final : public StreamCore, public std::enable_shared_from_thi
   std::string method_;
   Metadata trailing_metadata_;
   Metadata* response_metadata_ = nullptr;  // CallOptions::response_metadata
+  Clock::time_point started_;              // with metrics (StreamCore::metrics())
   bool registered_ = false;                // in the channel's tables
 };
 

@@ -103,6 +103,20 @@ std::string EncodeOkResponse(const Metadata& metadata,
   return payload;
 }
 
+size_t MessageSizeOfPayload(std::string_view payload) {
+  // The header's length: a varint32 of at most 5 bytes.
+  uint64_t header_size = 0;
+  size_t at = 0;
+  for (int shift = 0; at < payload.size() && shift < 35; shift += 7) {
+    const auto byte = static_cast<uint8_t>(payload[at++]);
+    header_size |= uint64_t{byte & 0x7fu} << shift;
+    if ((byte & 0x80) == 0) {
+      return header_size <= payload.size() - at ? payload.size() - at - header_size : 0;
+    }
+  }
+  return 0;
+}
+
 absl::StatusOr<size_t> DecodePayloadHeader(std::string_view payload,
                                            google::protobuf::MessageLite& header) {
   CodedInputStream in(reinterpret_cast<const uint8_t*>(payload.data()),

@@ -50,6 +50,10 @@ std::string EncodeRequest(std::string_view method, const CallOptions& options, s
 // `header` varint-delimited, then `message`: the payload of a request or response frame.
 std::string EncodePayload(const google::protobuf::MessageLite& header, std::string_view message);
 
+// The message bytes of a payload built as EncodePayload does: what follows the delimited
+// header (0 when the prefix is malformed or runs past the end).
+size_t MessageSizeOfPayload(std::string_view payload);
+
 // Parses the delimited header at the front of `payload`; returns where the message starts.
 // kInvalidArgument if the header is cut short or does not parse.
 absl::StatusOr<size_t> DecodePayloadHeader(std::string_view payload,

@@ -113,5 +113,18 @@ TEST(Printable, EscapesAndCuts) {
   EXPECT_EQ(Printable(std::string(200, 'm'), 10), std::string(10, 'm') + "... (200 bytes)");
 }
 
+TEST(MessageSizeOfPayload, CountsTheBytesAfterTheHeader) {
+  wire::ResponseHeader header;
+  EXPECT_EQ(MessageSizeOfPayload(EncodePayload(header, "hello")), 5u);
+  EXPECT_EQ(MessageSizeOfPayload(EncodePayload(header, "")), 0u);
+  // A header of more than 127 bytes takes a two-byte length prefix.
+  header.set_message(std::string(300, 'm'));
+  EXPECT_EQ(MessageSizeOfPayload(EncodePayload(header, std::string(1000, 'x'))), 1000u);
+  // Malformed: an empty payload, a length running past the end, a varint that never ends.
+  EXPECT_EQ(MessageSizeOfPayload(""), 0u);
+  EXPECT_EQ(MessageSizeOfPayload(std::string("\x05") + "ab"), 0u);
+  EXPECT_EQ(MessageSizeOfPayload(std::string(6, '\xff')), 0u);
+}
+
 }  // namespace
 }  // namespace courier::internal
