@@ -318,4 +318,26 @@ expect_err 2 "INVALID_ARGUMENT: unknown verb 'frobnicate'" "$cli" frobnicate "$e
 run "$cli"
 [ "$rc" -eq 2 ] || fail "courier without a verb: exit $rc"
 
+# --- A server that begins to shut down goes NOT_SERVING: a watch prints it, then exits 1 with the
+# server's reason, and a probe of a server that is gone fails too.
+"$echo_bin" --listen "unix://$dir/drain.sock" >"$dir/drain.out" 2>&1 &
+drain_pid=$!
+pids+=("$drain_pid")
+for _ in $(seq 200); do grep -qs '^listening on' "$dir/drain.out" && break; sleep 0.05; done
+expect_out SERVING "$cli" health "unix://$dir/drain.sock"
+"$cli" health "unix://$dir/drain.sock" --watch >"$dir/watch.out" 2>"$dir/watch.err" &
+watch_pid=$!
+for _ in $(seq 200); do grep -qs '^SERVING$' "$dir/watch.out" && break; sleep 0.05; done
+[ "$(cat "$dir/watch.out")" = SERVING ] || fail "health --watch before the drain: $(cat "$dir/watch.out")"
+kill -TERM "$drain_pid"
+watch_rc=0
+wait "$watch_pid" || watch_rc=$?
+[ "$watch_rc" -eq 1 ] || fail "health --watch through a shutdown: exit $watch_rc"
+[ "$(cat "$dir/watch.out")" = $'SERVING\nNOT_SERVING' ] ||
+  fail "health --watch through a shutdown printed '$(cat "$dir/watch.out")'"
+grep -qx "UNAVAILABLE: .*shutting down" "$dir/watch.err" ||
+  fail "health --watch through a shutdown: stderr '$(cat "$dir/watch.err")'"
+wait "$drain_pid" 2>/dev/null || true
+expect_err 1 "UNAVAILABLE: " "$cli" health "unix://$dir/drain.sock"
+
 echo "cli: all checks passed"
