@@ -50,7 +50,8 @@ def main():
             fail("JSON header is wrong", json.dumps(data)[:500])
         positive(data["machine"]["nproc"], "machine.nproc")
         systems = {r["system"] for r in data["results"]}
-        expected = {"raw", "courier"}
+        # courier+metrics: courier with Prometheus metrics on in both processes (issue #12).
+        expected = {"raw", "courier", "courier+metrics"}
         for peer, label in (("grpc", "gRPC"), ("capnp", "Cap'n Proto")):
             info = data.get(peer)
             if not isinstance(info, dict) or "included" not in info:
@@ -97,8 +98,9 @@ def main():
                      for transport in ("unix", "shm", "shm-nospin")]:
             if case not in ran:
                 fail(f"no {case[0]}/{case[1]} case in the JSON (ran {sorted(ran)})")
-        if not any(r["ratio"] == "courier/raw" for r in data["ratios"]):
-            fail("no courier/raw ratio in the JSON")
+        for ratio in ("courier/raw", "courier+metrics/courier"):
+            if not any(r["ratio"] == ratio for r in data["ratios"]):
+                fail(f"no {ratio} ratio in the JSON")
         if not data["targets"] or any(
                 t["verdict"] not in ("met", "missed", "n/a", "reported") or
                 t["issue"] not in (8, 9) or (t["verdict"] == "reported") != (t["limit"] is None)
