@@ -53,9 +53,9 @@ struct ServerState {
   ServerOptions options;
   asio::any_io_executor main_executor;
   absl::flat_hash_map<std::string, ServedMethod> methods;
-  std::unique_ptr<ServerMetrics> metrics;                    // null without metrics
-  std::vector<std::shared_ptr<ServiceBase>> owned_services;  // AddService(shared_ptr)
-  std::vector<std::function<void()>> shutdown_hooks;         // OnShutdown, on main_executor
+  std::unique_ptr<ServerMetrics> metrics;                         // null without metrics
+  std::vector<std::shared_ptr<ServiceBase>> owned_services;       // AddService(shared_ptr)
+  std::vector<std::function<void()>> shutdown_hooks;              // OnShutdown, on main_executor
   std::vector<std::shared_ptr<transport::Transport>> transports;  // one per scheme used
   std::vector<std::shared_ptr<transport::Listener>> listeners;
   std::vector<std::shared_ptr<Reactor>> reactors;

@@ -33,11 +33,10 @@ class Greeter final : public hello::GreeterService {
   }
 };
 
-asio::awaitable<void> CallOnce(asio::io_context& io, courier::Server& server,
-                               std::shared_ptr<courier::Channel> channel,
-                               std::optional<absl::StatusOr<hello::HelloReply>>& reply,
-                               std::optional<absl::StatusOr<grpc::health::v1::HealthCheckResponse>>&
-                                   health) {
+asio::awaitable<void> CallOnce(
+    asio::io_context& io, courier::Server& server, std::shared_ptr<courier::Channel> channel,
+    std::optional<absl::StatusOr<hello::HelloReply>>& reply,
+    std::optional<absl::StatusOr<grpc::health::v1::HealthCheckResponse>>& health) {
   hello::GreeterStub stub(channel);
   hello::HelloRequest request;
   request.set_name("outside");
