@@ -104,17 +104,13 @@ std::string EncodeOkResponse(const Metadata& metadata,
 }
 
 size_t MessageSizeOfPayload(std::string_view payload) {
-  // The header's length: a varint32 of at most 5 bytes.
-  uint64_t header_size = 0;
-  size_t at = 0;
-  for (int shift = 0; at < payload.size() && shift < 35; shift += 7) {
-    const auto byte = static_cast<uint8_t>(payload[at++]);
-    header_size |= uint64_t{byte & 0x7fu} << shift;
-    if ((byte & 0x80) == 0) {
-      return header_size <= payload.size() - at ? payload.size() - at - header_size : 0;
-    }
-  }
-  return 0;
+  // The header's length prefix, read as DecodePayloadHeader reads it.
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(payload.data()),
+                      static_cast<int>(std::min<size_t>(payload.size(), INT32_MAX)));
+  uint32_t header_size = 0;
+  if (!in.ReadVarint32(&header_size)) return 0;
+  const size_t rest = payload.size() - static_cast<size_t>(in.CurrentPosition());
+  return header_size <= rest ? rest - header_size : 0;
 }
 
 absl::StatusOr<size_t> DecodePayloadHeader(std::string_view payload,
