@@ -14,10 +14,12 @@ namespace {
 
 using transport::AsAbsl;
 
-constexpr std::array<std::string_view, 6> kKnownSchemes = {"tcp",  "unix", "udp",
+constexpr std::array<std::string_view, 7> kKnownSchemes = {"tcp",  "tls",  "unix", "udp",
                                                            "pipe", "fifo", "shm"};
 
-bool IsHostPortScheme(std::string_view scheme) { return scheme == "tcp" || scheme == "udp"; }
+bool IsHostPortScheme(std::string_view scheme) {
+  return scheme == "tcp" || scheme == "tls" || scheme == "udp";
+}
 
 }  // namespace
 
@@ -92,7 +94,7 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view uri) {
       kKnownSchemes.end()) {
     return absl::InvalidArgumentError(absl::StrCat("endpoint '", AsAbsl(uri), "': unknown scheme '",
                                                    endpoint.scheme,
-                                                   "' (known: tcp, unix, udp, pipe, fifo, shm)"));
+                                                   "' (known: tcp, tls, unix, udp, pipe, fifo, shm)"));
   }
   if (endpoint.address.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("endpoint '", AsAbsl(uri), "': empty address"));
@@ -101,7 +103,10 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view uri) {
     return absl::InvalidArgumentError(absl::StrCat("endpoint '", AsAbsl(uri), "': NUL in address"));
   }
   if (IsHostPortScheme(endpoint.scheme)) {
-    if (absl::StatusOr<HostPort> hp = SplitHostPort(endpoint.address); !hp.ok()) {
+    // The options after a '?' are the transport's to check (udp://h:7000?dgram=1200).
+    std::string_view host_port = std::string_view(endpoint.address).substr(
+        0, std::string_view(endpoint.address).find('?'));
+    if (absl::StatusOr<HostPort> hp = SplitHostPort(host_port); !hp.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("endpoint '", AsAbsl(uri), "': ", hp.status().message()));
     }

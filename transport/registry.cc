@@ -14,13 +14,13 @@ namespace courier::transport {
 namespace {
 
 const TransportInfo kBuiltInTransports[] = {
-    // scheme  factory              fresh same-host endpoint
-    {"tcp", &tcp::NewTransport, &tcp::LoopbackEndpoint},     // tcp://127.0.0.1:0
-    {"unix", &uds::NewTransport, &uds::LoopbackEndpoint},    // unix:@courier-<pid>-<n>
-    {"shm", &shm::NewTransport, &shm::LoopbackEndpoint},     // shm://courier-<pid>-<n>
-    {"pipe", &pipe::NewTransport, &pipe::LoopbackEndpoint},  // pipe://@courier-<pid>-<n>
-    {"fifo", &fifo::NewTransport, &fifo::LoopbackEndpoint},  // fifo://<dir>/courier-<pid>-<n>
-    {"udp", &udp::NewTransport, &udp::LoopbackEndpoint},     // udp://127.0.0.1:0
+    // scheme, factory, fresh same-host endpoint, kernel credentials, confidential
+    {"tcp", &tcp::NewTransport, &tcp::LoopbackEndpoint, false, false},     // tcp://127.0.0.1:0
+    {"unix", &uds::NewTransport, &uds::LoopbackEndpoint, true, true},      // unix:@courier-<pid>-<n>
+    {"shm", &shm::NewTransport, &shm::LoopbackEndpoint, true, true},       // shm://courier-<pid>-<n>
+    {"pipe", &pipe::NewTransport, &pipe::LoopbackEndpoint, false, true},   // pipe://@courier-<pid>-<n>
+    {"fifo", &fifo::NewTransport, &fifo::LoopbackEndpoint, true, true},    // fifo://<dir>/courier-..
+    {"udp", &udp::NewTransport, &udp::LoopbackEndpoint, false, false},     // udp://127.0.0.1:0
 };
 
 }  // namespace
@@ -41,10 +41,11 @@ absl::StatusOr<const TransportInfo*> FindTransport(std::string_view scheme,
 
 absl::StatusOr<std::unique_ptr<Transport>> NewTransport(std::string_view scheme,
                                                         asio::any_io_executor executor,
-                                                        std::span<const TransportInfo> table) {
+                                                        std::span<const TransportInfo> table,
+                                                        const TransportOptions& options) {
   absl::StatusOr<const TransportInfo*> info = FindTransport(scheme, table);
   if (!info.ok()) return info.status();
-  return (*info)->factory(std::move(executor));
+  return (*info)->factory(std::move(executor), options);
 }
 
 }  // namespace courier::transport

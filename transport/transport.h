@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -57,9 +58,48 @@ struct PeerCredentials {
   gid_t gid = 0;
   friend bool operator==(const PeerCredentials&, const PeerCredentials&) = default;
 };
+// What a TLS handshake established about the peer (tls:// only).
+struct TlsPeer {
+  std::string version;  // "TLSv1.3"
+  std::string cipher;   // "TLS_AES_256_GCM_SHA384"
+  std::string alpn;     // the protocol both sides chose, "courier/1"
+  // The peer's certificate, if it sent one (a server always does; a client does under mutual
+  // TLS), verified against our trust anchors: its subject in RFC 2253 form ("CN=client,O=acme")
+  // and its subjectAltNames as "DNS:name", "IP:127.0.0.1", "URI:spiffe://...", "email:...".
+  bool peer_certificate = false;
+  std::string subject;
+  std::vector<std::string> subject_alt_names;
+  friend bool operator==(const TlsPeer&, const TlsPeer&) = default;
+};
 struct PeerInfo {
   std::string address;  // e.g. "tcp://127.0.0.1:51234", "unix:@svc"
   std::optional<PeerCredentials> credentials;
+  std::optional<TlsPeer> tls;
+};
+
+// TLS settings (tls:// only; the URI's query, documented in transport/tls/tls_transport.h,
+// overrides them field by field). A PEM text wins over the file of the same role.
+struct TlsOptions {
+  // Our certificate chain and private key: required on a server; on a client, the certificate
+  // it presents when the server asks (mutual TLS).
+  std::string certificate_file, private_key_file;
+  std::string certificate_pem, private_key_pem;
+  // The CAs that vouch for the peer. Client: empty means the system's store. Server: the CAs a
+  // client certificate must chain to (needed for require_client_certificate).
+  std::string ca_file, ca_pem;
+  // Client: the name the server's certificate must carry (a DNS name, or an IP address checked
+  // against IP SANs), also sent as SNI; empty: the host of the URI.
+  std::string server_name;
+  // Server: refuse clients that present no certificate, or one that does not verify.
+  bool require_client_certificate = false;
+};
+
+// What a transport is made with, besides its executor. Most transports ignore it.
+struct TransportOptions {
+  TlsOptions tls;
+  // A transport-level handshake (TLS; the rpc layer has its own hello timeout) not finished by
+  // then is abandoned: the client's Connect fails kUnavailable, the server drops the peer.
+  std::chrono::steady_clock::duration handshake_timeout = std::chrono::seconds(10);
 };
 
 // One open connection, bound to one executor. At most one read and one write in flight.

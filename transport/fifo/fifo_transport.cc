@@ -756,7 +756,8 @@ uint32_t ProcessSalt() {
 
 }  // namespace
 
-std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor) {
+std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor,
+                                        const TransportOptions& /*options*/) {
   internal::IgnoreSigpipe();
   return std::make_unique<FifoTransport>(std::move(executor));
 }

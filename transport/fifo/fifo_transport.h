@@ -80,7 +80,8 @@ inline constexpr std::chrono::seconds kHandshakeTimeout{2};
 inline constexpr size_t kMaxPending = 64;
 inline constexpr size_t kMaxName = 128;
 
-std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor);
+std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor,
+                                        const TransportOptions& options = {});
 // A fresh path in the per-user rendezvous directory (internal/rendezvous.h, created if
 // missing): fifo://<dir>/courier-<pid>-<n>-<salt>.
 Endpoint LoopbackEndpoint();

@@ -724,7 +724,8 @@ absl::StatusOr<std::vector<std::string>> SplitCommandLine(std::string_view comma
   return words;
 }
 
-std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor) {
+std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor,
+                                        const TransportOptions& /*options*/) {
   internal::IgnoreSigpipe();
   return std::make_unique<PipeTransport>(std::move(executor));
 }

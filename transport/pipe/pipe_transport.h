@@ -57,7 +57,8 @@
 
 namespace courier::transport::pipe {
 
-std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor);
+std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor,
+                                        const TransportOptions& options = {});
 // A fresh name, pipe://@courier-<pid>-<n>.
 Endpoint LoopbackEndpoint();
 

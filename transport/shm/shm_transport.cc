@@ -872,7 +872,8 @@ uint32_t ProcessSalt() {
 
 }  // namespace
 
-std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor) {
+std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor,
+                                        const TransportOptions& /*options*/) {
   return std::make_unique<ShmTransport>(std::move(executor));
 }
 

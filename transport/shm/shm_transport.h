@@ -28,7 +28,8 @@ namespace courier::transport::shm {
 inline constexpr size_t kDefaultRingCapacity = size_t{1} << 20;
 inline constexpr std::chrono::microseconds kDefaultSpin{50};
 
-std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor);
+std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor,
+                                        const TransportOptions& options = {});
 // A fresh name, shm://courier-<pid>-<n>-<salt>.
 Endpoint LoopbackEndpoint();
 

@@ -132,7 +132,8 @@ class TcpTransport final : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor) {
+std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor,
+                                        const TransportOptions& /*options*/) {
   return std::make_unique<TcpTransport>(std::move(executor));
 }
 

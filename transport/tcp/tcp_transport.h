@@ -10,7 +10,8 @@
 
 namespace courier::transport::tcp {
 
-std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor);
+std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor,
+                                        const TransportOptions& options = {});
 // tcp://127.0.0.1:0
 Endpoint LoopbackEndpoint();
 

@@ -989,7 +989,8 @@ class UdpTransport final : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor) {
+std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor,
+                                        const TransportOptions& /*options*/) {
   return std::make_unique<UdpTransport>(std::move(executor));
 }
 

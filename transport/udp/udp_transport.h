@@ -50,7 +50,8 @@
 
 namespace courier::transport::udp {
 
-std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor);
+std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor,
+                                        const TransportOptions& options = {});
 // udp://127.0.0.1:0
 Endpoint LoopbackEndpoint();
 

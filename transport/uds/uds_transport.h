@@ -12,7 +12,8 @@
 
 namespace courier::transport::uds {
 
-std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor);
+std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor,
+                                        const TransportOptions& options = {});
 // A fresh abstract name, unix:@courier-<pid>-<n>: no file to clean up.
 Endpoint LoopbackEndpoint();
 
