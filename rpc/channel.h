@@ -82,6 +82,10 @@ struct ChannelOptions {
   // start (a closed channel, an oversized request, invalid metadata) are not counted. Null:
   // nothing is recorded (the cost per call is one null-pointer check).
   std::shared_ptr<prometheus::Registry> metrics_registry;
+  // tls:// only: the CAs that vouch for the server, the name to check, and the certificate to
+  // present under mutual TLS (transport/tls/tls_transport.h; the URI's query overrides these).
+  // The TLS handshake counts against connect_timeout.
+  transport::TlsOptions tls;
   // Where schemes are looked up; the built-in table by default.
   std::span<const transport::TransportInfo> transports = transport::BuiltInTransports();
 };

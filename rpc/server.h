@@ -70,6 +70,10 @@ struct ServerOptions {
   // its own if metrics_listen is set; with neither, nothing is recorded (the cost per call is
   // one null-pointer check).
   std::shared_ptr<prometheus::Registry> metrics_registry;
+  // tls:// only: the server's certificate and key, and for mutual TLS the CAs that vouch for
+  // clients (transport/tls/tls_transport.h; the URI's query overrides these). The TLS handshake
+  // is bounded by handshake_timeout, and a connection's hello by it again after that.
+  transport::TlsOptions tls;
   std::span<const transport::TransportInfo> transports = transport::BuiltInTransports();
 };
 

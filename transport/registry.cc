@@ -7,6 +7,7 @@
 #include "transport/shm/shm_transport.h"
 #include "transport/status.h"
 #include "transport/tcp/tcp_transport.h"
+#include "transport/tls/tls_transport.h"
 #include "transport/udp/udp_transport.h"
 #include "transport/uds/uds_transport.h"
 
@@ -15,12 +16,14 @@ namespace {
 
 const TransportInfo kBuiltInTransports[] = {
     // scheme, factory, fresh same-host endpoint, kernel credentials, confidential
-    {"tcp", &tcp::NewTransport, &tcp::LoopbackEndpoint, false, false},     // tcp://127.0.0.1:0
-    {"unix", &uds::NewTransport, &uds::LoopbackEndpoint, true, true},      // unix:@courier-<pid>-<n>
-    {"shm", &shm::NewTransport, &shm::LoopbackEndpoint, true, true},       // shm://courier-<pid>-<n>
-    {"pipe", &pipe::NewTransport, &pipe::LoopbackEndpoint, false, true},   // pipe://@courier-<pid>-<n>
-    {"fifo", &fifo::NewTransport, &fifo::LoopbackEndpoint, true, true},    // fifo://<dir>/courier-..
-    {"udp", &udp::NewTransport, &udp::LoopbackEndpoint, false, false},     // udp://127.0.0.1:0
+    {"tcp", &tcp::NewTransport, &tcp::LoopbackEndpoint, false, false},  // tcp://127.0.0.1:0
+    {"unix", &uds::NewTransport, &uds::LoopbackEndpoint, true, true},   // unix:@courier-<pid>-<n>
+    {"shm", &shm::NewTransport, &shm::LoopbackEndpoint, true, true},    // shm://courier-<pid>-<n>
+    {"pipe", &pipe::NewTransport, &pipe::LoopbackEndpoint, false,
+     true},  // pipe://@courier-<pid>-<n>
+    {"fifo", &fifo::NewTransport, &fifo::LoopbackEndpoint, true, true},  // fifo://<dir>/courier-..
+    {"udp", &udp::NewTransport, &udp::LoopbackEndpoint, false, false},   // udp://127.0.0.1:0
+    {"tls", &tls::NewTransport, &tls::LoopbackEndpoint, false, true},    // tls://127.0.0.1:0?..
 };
 
 }  // namespace

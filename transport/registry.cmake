@@ -5,7 +5,10 @@ set(COURIER_TRANSPORT_SRCS
   transport/internal/fd_stream.cc
   transport/internal/rendezvous.cc
   transport/internal/unix_socket.cc
+  transport/internal/tcp_socket.cc
   transport/tcp/tcp_transport.cc
+  transport/tls/dev_cert.cc
+  transport/tls/tls_transport.cc
   transport/uds/uds_transport.cc
   transport/shm/ring.cc
   transport/shm/segment.cc
@@ -15,3 +18,6 @@ set(COURIER_TRANSPORT_SRCS
   transport/udp/udp_wire.cc
   transport/udp/arq.cc
   transport/udp/udp_transport.cc)
+# What those sources link beyond Asio and Abseil: OpenSSL 3 for tls://.
+find_package(OpenSSL 3 REQUIRED)
+set(COURIER_TRANSPORT_LIBS OpenSSL::SSL OpenSSL::Crypto)

@@ -234,7 +234,8 @@ class FuzzTransport final : public transport::Transport {
   asio::any_io_executor executor_;
 };
 
-std::unique_ptr<transport::Transport> NewFuzzTransport(asio::any_io_executor executor) {
+std::unique_ptr<transport::Transport> NewFuzzTransport(asio::any_io_executor executor,
+                                                       const transport::TransportOptions&) {
   return std::make_unique<FuzzTransport>(std::move(executor));
 }
 Endpoint FuzzEndpoint() { return {"pipe", "fuzz-session"}; }

@@ -382,7 +382,7 @@ const DirectionStats& FaultProxy::stats(Direction direction) const {
 
 absl::StatusOr<transport::Traits> ProbeTraits(const transport::TransportInfo& info) {
   asio::io_context io;
-  std::unique_ptr<transport::Transport> transport = info.factory(io.get_executor());
+  std::unique_ptr<transport::Transport> transport = info.factory(io.get_executor(), {});
   absl::StatusOr<std::unique_ptr<transport::Listener>> listener =
       transport->Listen(info.loopback_endpoint());
   if (!listener.ok()) return listener.status();

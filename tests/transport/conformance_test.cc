@@ -134,7 +134,7 @@ class ConformanceTest : public ::testing::TestWithParam<TransportInfo> {
   }
 
   asio::io_context io_;
-  std::unique_ptr<Transport> transport_ = GetParam().factory(io_.get_executor());
+  std::unique_ptr<Transport> transport_ = GetParam().factory(io_.get_executor(), {});
 };
 
 TEST_P(ConformanceTest, RoundTrip) {

@@ -37,15 +37,15 @@ template <typename T>
 using Owned = std::unique_ptr<T, Free>;
 
 // kInternal with `what` and the reasons OpenSSL queued (which this clears).
-absl::Status OpenSslError(std::string_view what) {
+absl::Status OpenSslError(absl::string_view what) {
   std::string reasons;
   while (unsigned long code = ERR_get_error()) {
     char text[256];
     ERR_error_string_n(code, text, sizeof(text));
     absl::StrAppend(&reasons, reasons.empty() ? "" : "; ", text);
   }
-  return absl::InternalError(absl::StrCat("dev certificate: ", what, ": ",
-                                          reasons.empty() ? "no reason given" : reasons));
+  return absl::InternalError(
+      absl::StrCat("dev certificate: ", what, ": ", reasons.empty() ? "no reason given" : reasons));
 }
 
 std::string ToPem(X509* cert) {
@@ -91,8 +91,8 @@ absl::StatusOr<Pem> MakeCertificate(const CertificateSpec& spec, const Pem* issu
   if (RAND_bytes(serial_bytes, sizeof(serial_bytes)) != 1) return OpenSslError("serial");
   serial_bytes[0] &= 0x7f;
   BIGNUM* serial = BN_bin2bn(serial_bytes, sizeof(serial_bytes), nullptr);
-  bool serial_ok = serial != nullptr &&
-                   BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(cert.get())) != nullptr;
+  bool serial_ok =
+      serial != nullptr && BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(cert.get())) != nullptr;
   BN_free(serial);
   if (!serial_ok) return OpenSslError("serial");
 
@@ -103,8 +103,8 @@ absl::StatusOr<Pem> MakeCertificate(const CertificateSpec& spec, const Pem* issu
   X509_NAME* subject = X509_get_subject_name(cert.get());
   auto add_entry = [&](const char* field, const std::string& value) {
     return X509_NAME_add_entry_by_txt(subject, field, MBSTRING_UTF8,
-                                      reinterpret_cast<const unsigned char*>(value.c_str()), -1,
-                                      -1, 0) == 1;
+                                      reinterpret_cast<const unsigned char*>(value.c_str()), -1, -1,
+                                      0) == 1;
   };
   if (!spec.organization.empty() && !add_entry("O", spec.organization)) {
     return OpenSslError("subject");
@@ -116,11 +116,11 @@ absl::StatusOr<Pem> MakeCertificate(const CertificateSpec& spec, const Pem* issu
   Owned<X509> issuer_cert;
   Owned<EVP_PKEY> issuer_key;
   if (issuer != nullptr) {
-    Owned<BIO> cert_bio(BIO_new_mem_buf(issuer->certificate.data(),
-                                        static_cast<int>(issuer->certificate.size())));
+    Owned<BIO> cert_bio(
+        BIO_new_mem_buf(issuer->certificate.data(), static_cast<int>(issuer->certificate.size())));
     issuer_cert.reset(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
-    Owned<BIO> key_bio(BIO_new_mem_buf(issuer->private_key.data(),
-                                       static_cast<int>(issuer->private_key.size())));
+    Owned<BIO> key_bio(
+        BIO_new_mem_buf(issuer->private_key.data(), static_cast<int>(issuer->private_key.size())));
     issuer_key.reset(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
     if (!issuer_cert || !issuer_key) return OpenSslError("issuer");
   }
@@ -133,27 +133,25 @@ absl::StatusOr<Pem> MakeCertificate(const CertificateSpec& spec, const Pem* issu
   bool ok = AddExtension(cert.get(), signer_cert, NID_subject_key_identifier, "hash") &&
             AddExtension(cert.get(), signer_cert, NID_authority_key_identifier, "keyid:always");
   if (spec.is_ca) {
-    ok = ok &&
-         AddExtension(cert.get(), signer_cert, NID_basic_constraints, "critical,CA:TRUE") &&
+    ok = ok && AddExtension(cert.get(), signer_cert, NID_basic_constraints, "critical,CA:TRUE") &&
          AddExtension(cert.get(), signer_cert, NID_key_usage, "critical,keyCertSign,cRLSign");
   } else {
-    ok = ok &&
-         AddExtension(cert.get(), signer_cert, NID_basic_constraints, "critical,CA:FALSE") &&
+    ok = ok && AddExtension(cert.get(), signer_cert, NID_basic_constraints, "critical,CA:FALSE") &&
          AddExtension(cert.get(), signer_cert, NID_key_usage, "critical,digitalSignature");
     std::vector<std::string> usages;
     if (spec.server_auth) usages.push_back("serverAuth");
     if (spec.client_auth) usages.push_back("clientAuth");
     if (!usages.empty()) {
-      ok = ok && AddExtension(cert.get(), signer_cert, NID_ext_key_usage,
-                              absl::StrJoin(usages, ","));
+      ok = ok &&
+           AddExtension(cert.get(), signer_cert, NID_ext_key_usage, absl::StrJoin(usages, ","));
     }
   }
   std::vector<std::string> names;
   for (const std::string& dns : spec.dns_names) names.push_back(absl::StrCat("DNS:", dns));
   for (const std::string& ip : spec.ip_addresses) names.push_back(absl::StrCat("IP:", ip));
   if (!names.empty()) {
-    ok = ok && AddExtension(cert.get(), signer_cert, NID_subject_alt_name,
-                            absl::StrJoin(names, ","));
+    ok = ok &&
+         AddExtension(cert.get(), signer_cert, NID_subject_alt_name, absl::StrJoin(names, ","));
   }
   if (!ok) return OpenSslError("extensions");
   if (X509_sign(cert.get(), signer_key, EVP_sha256()) == 0) return OpenSslError("signature");
