@@ -20,6 +20,14 @@ ABSL_FLAG(std::string, d, "",
           "object per line");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
           "deadline of each call the command makes (e.g. 500ms, 10s, 2m; inf: none)");
+ABSL_FLAG(std::string, cacert, "",
+          "tls://: the CAs (PEM file) that vouch for the server; default: the system's store");
+ABSL_FLAG(std::string, cert, "",
+          "tls://: the client certificate (PEM file) to present for mutual TLS; needs --key");
+ABSL_FLAG(std::string, key, "", "tls://: the private key (PEM file) of --cert");
+ABSL_FLAG(std::string, servername, "",
+          "tls://: the name the server's certificate must carry (and the SNI sent); default: "
+          "the URI's host");
 ABSL_FLAG(bool, watch, false,
           "health: stream the status (Watch) and print each change, instead of one Check");
 

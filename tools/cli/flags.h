@@ -95,3 +95,7 @@ ABSL_DECLARE_FLAG(courier::cli::HeaderList, H);
 ABSL_DECLARE_FLAG(std::string, d);
 ABSL_DECLARE_FLAG(absl::Duration, timeout);
 ABSL_DECLARE_FLAG(bool, watch);
+ABSL_DECLARE_FLAG(std::string, cacert);
+ABSL_DECLARE_FLAG(std::string, cert);
+ABSL_DECLARE_FLAG(std::string, key);
+ABSL_DECLARE_FLAG(std::string, servername);

@@ -22,6 +22,7 @@
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -74,7 +75,12 @@ std::string FlagSpelling(const FlagUse& use) {
 // --- What every verb shares.
 
 absl::StatusOr<std::shared_ptr<Channel>> Connect(const std::string& uri) {
-  return Channel::Create(uri);
+  ChannelOptions options;
+  options.tls.ca_file = absl::GetFlag(FLAGS_cacert);
+  options.tls.certificate_file = absl::GetFlag(FLAGS_cert);
+  options.tls.private_key_file = absl::GetFlag(FLAGS_key);
+  options.tls.server_name = absl::GetFlag(FLAGS_servername);
+  return Channel::Create(uri, options);
 }
 
 CallOptions OptionsFromFlags() {
@@ -198,7 +204,14 @@ const std::vector<Verb>& Verbs() {
        "Prints the services the server serves, one per line; with SERVICE, its methods (fully "
        "qualified: package.Service.Method). With --proto: the services the files define (URI is "
        "not contacted).",
-       {{"proto", "FILE"}, {"I", "DIR"}, {"H", "KEY:VALUE"}, {"timeout", "DURATION"}},
+       {{"proto", "FILE"},
+        {"I", "DIR"},
+        {"H", "KEY:VALUE"},
+        {"timeout", "DURATION"},
+        {"cacert", "FILE"},
+        {"cert", "FILE"},
+        {"key", "FILE"},
+        {"servername", "NAME"}},
        1,
        2,
        &RunList},
@@ -207,7 +220,14 @@ const std::vector<Verb>& Verbs() {
        "Prints the .proto definition of SYMBOL: a service, a method (package.Service.Method or "
        "package.Service/Method), a message, an enum or a field; without SYMBOL, every service. "
        "With --proto: from the files (URI is not contacted).",
-       {{"proto", "FILE"}, {"I", "DIR"}, {"H", "KEY:VALUE"}, {"timeout", "DURATION"}},
+       {{"proto", "FILE"},
+        {"I", "DIR"},
+        {"H", "KEY:VALUE"},
+        {"timeout", "DURATION"},
+        {"cacert", "FILE"},
+        {"cert", "FILE"},
+        {"key", "FILE"},
+        {"servername", "NAME"}},
        1,
        2,
        &RunDescribe},
@@ -220,7 +240,11 @@ const std::vector<Verb>& Verbs() {
         {"H", "KEY:VALUE"},
         {"timeout", "DURATION"},
         {"proto", "FILE"},
-        {"I", "DIR"}},
+        {"I", "DIR"},
+        {"cacert", "FILE"},
+        {"cert", "FILE"},
+        {"key", "FILE"},
+        {"servername", "NAME"}},
        2,
        3,
        &RunCall},
@@ -228,7 +252,13 @@ const std::vector<Verb>& Verbs() {
        "health URI [SERVICE]",
        "Asks grpc.health.v1.Health/Check about SERVICE (default: the whole server) and prints "
        "the status (SERVING, NOT_SERVING, ...); exits 0 only for SERVING.",
-       {{"watch", ""}, {"H", "KEY:VALUE"}, {"timeout", "DURATION"}},
+       {{"watch", ""},
+        {"H", "KEY:VALUE"},
+        {"timeout", "DURATION"},
+        {"cacert", "FILE"},
+        {"cert", "FILE"},
+        {"key", "FILE"},
+        {"servername", "NAME"}},
        1,
        2,
        &RunHealth},
@@ -238,9 +268,10 @@ const std::vector<Verb>& Verbs() {
 
 // Every flag any verb takes, for the check that a verb is given only its own.
 const std::vector<FlagUse>& AllFlags() {
-  static const std::vector<FlagUse> all = {{"proto", "FILE"},       {"I", "DIR"},
-                                           {"H", "KEY:VALUE"},      {"d", "JSON|@"},
-                                           {"timeout", "DURATION"}, {"watch", ""}};
+  static const std::vector<FlagUse> all = {
+      {"proto", "FILE"},       {"I", "DIR"},          {"H", "KEY:VALUE"}, {"d", "JSON|@"},
+      {"timeout", "DURATION"}, {"watch", ""},         {"cacert", "FILE"}, {"cert", "FILE"},
+      {"key", "FILE"},         {"servername", "NAME"}};
   return all;
 }
 
@@ -361,6 +392,18 @@ int Main(int argc, char** argv) {
     return UsageError(absl::StrCat("usage: courier ", verb->synopsis, " (got ", args.size(),
                                    " argument", args.size() == 1 ? "" : "s", " after '", verb->name,
                                    "')"));
+  }
+  const bool tls_flags = !absl::GetFlag(FLAGS_cacert).empty() ||
+                         !absl::GetFlag(FLAGS_cert).empty() || !absl::GetFlag(FLAGS_key).empty() ||
+                         !absl::GetFlag(FLAGS_servername).empty();
+  if (tls_flags && !absl::StartsWith(args[0], "tls://")) {
+    return UsageError(
+        absl::StrCat("--cacert, --cert, --key and --servername apply to tls:// "
+                     "URIs, not ",
+                     args[0]));
+  }
+  if (absl::GetFlag(FLAGS_cert).empty() != absl::GetFlag(FLAGS_key).empty()) {
+    return UsageError("--cert and --key go together");
   }
   if (absl::GetFlag(FLAGS_timeout) <= absl::ZeroDuration()) {
     return UsageError(absl::StrCat("--timeout must be positive, not ",
