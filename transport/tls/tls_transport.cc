@@ -880,8 +880,8 @@ class TlsTransport final : public Transport {
       co_return prepared;
     }
     SSL_set_connect_state(ssl);
-    absl::Status shaken = co_await Handshake(core->socket, ssl, deadline,
-                                             absl::StrCat("tls handshake with ", to.address));
+    absl::Status shaken = co_await Handshake(
+        core->socket, ssl, deadline, absl::StrCat("tls handshake with ", address->host_port));
     if (!shaken.ok()) {
       // A handshake that ran out of time is a server that does not answer: kUnavailable too.
       if (shaken.code() == absl::StatusCode::kDeadlineExceeded) {
