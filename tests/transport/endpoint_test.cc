@@ -50,6 +50,11 @@ constexpr ParseCase kValid[] = {
     {"udp://127.0.0.1:7001", "udp", "127.0.0.1:7001"},
     {"udp://[::1]:0", "udp", "[::1]:0"},
     {"udp://host.example:53", "udp", "host.example:53"},
+    // Options after '?' stay in the address, for the transport to check.
+    {"udp://localhost:7000?dgram=1200&window=256k", "udp", "localhost:7000?dgram=1200&window=256k"},
+    {"tls://127.0.0.1:7443", "tls", "127.0.0.1:7443"},
+    {"tls://[::1]:0?ca=/etc/ca.pem&server_name=svc", "tls",
+     "[::1]:0?ca=/etc/ca.pem&server_name=svc"},
     {"pipe://stdio", "pipe", "stdio"},
     {"pipe:///tmp/a", "pipe", "/tmp/a"},
     {"fifo:///run/svc", "fifo", "/run/svc"},
@@ -95,6 +100,7 @@ struct ErrorCase {
 
 constexpr ErrorCase kInvalid[] = {
     {"", "empty URI"},
+    {"tls://host?ca=/x:7", "port"},  // the port comes before the options
     {"tcp:127.0.0.1:7000", "expected scheme://address"},
     {"localhost:7000", "expected scheme://address"},
     {"/run/svc.sock", "expected scheme://address"},
