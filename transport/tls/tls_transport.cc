@@ -12,6 +12,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,6 +51,9 @@ const std::string kAlpnWire =
 
 struct SslCtxFree {
   void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
+};
+struct SslFree {
+  void operator()(SSL* ssl) const { SSL_free(ssl); }
 };
 using SslContext = std::shared_ptr<SSL_CTX>;
 
@@ -717,6 +721,7 @@ struct ListenerState {
   bool closed = false;
   bool loop_running = false;
   size_t handshakes = 0;
+  std::set<tcp::socket*> handshaking;  // the sockets of the handshakes in progress
 };
 
 class TlsListener final : public Listener {
@@ -775,6 +780,7 @@ class TlsListener final : public Listener {
     state_->closed = true;
     asio::error_code ignored;
     acceptor_->close(ignored);
+    for (tcp::socket* socket : state_->handshaking) socket->close(ignored);
     state_->signal.cancel();
   }
 
@@ -818,24 +824,28 @@ class TlsListener final : public Listener {
     asio::error_code ec;
     socket.non_blocking(true, ec);
     socket.set_option(tcp::no_delay(true), ec);
-    SSL* ssl = SSL_new(ctx.get());
+    // Owned here until it is queued: a frame destroyed unresumed (its io_context gone) frees it.
+    std::unique_ptr<SSL, SslFree> ssl(SSL_new(ctx.get()));
+    // Listed so that Close() can end the handshake at once instead of at its time limit.
+    state->handshaking.insert(&socket);
     absl::Status result = absl::InternalError("tls: SSL_new failed");
-    if (ssl != nullptr && SSL_set_fd(ssl, socket.native_handle()) == 1) {
-      SSL_set_accept_state(ssl);
-      result = co_await Handshake(socket, ssl, Clock::now() + timeout,
+    if (ssl != nullptr && SSL_set_fd(ssl.get(), socket.native_handle()) == 1) {
+      SSL_set_accept_state(ssl.get());
+      result = co_await Handshake(socket, ssl.get(), Clock::now() + timeout,
                                   absl::StrCat("tls handshake with ", peer_address));
     }
+    state->handshaking.erase(&socket);
     --state->handshakes;
     if (state->closed || !result.ok()) {
-      if (ssl != nullptr) SSL_free(ssl);
       if (!state->closed) state->Report(absl::AbortedError(result.message()));
       co_return;
     }
     PeerInfo peer{.address = absl::StrCat("tls://", peer_address),
                   .credentials = std::nullopt,
-                  .tls = PeerOf(ssl)};
+                  .tls = PeerOf(ssl.get())};
     tcp protocol = socket.local_endpoint(ec).protocol();
-    state->ready.push_back(Handshaken{protocol, socket.release(ec), ssl, std::move(peer)});
+    state->ready.push_back(
+        Handshaken{protocol, socket.release(ec), ssl.release(), std::move(peer)});
     state->signal.cancel();
   }
 
