@@ -270,6 +270,7 @@ class CourierSystem final : public System {
         server.Listen((*info)->loopback_endpoint().ToString() + options);
     if (!endpoint.ok()) return endpoint.status();
     if (endpoint->scheme == "shm") RemoveOnQuit(*endpoint);
+    if (endpoint->scheme == "tls") RemoveTlsLoopbackFilesOnQuit();
     // The client's URI carries the options too (the listener's own endpoint may drop them).
     std::string uri = endpoint->ToString();
     ready(uri.find('?') == std::string::npos ? uri + options : uri);

@@ -139,6 +139,44 @@ std::string Streaming(const RunResult& run) {
                       "\n    ],\n    \"ratios\": [\n", absl::StrJoin(ratios, ",\n"), "\n    ]}");
 }
 
+// The handshake phase (issue #13): per system and transport, the distribution per connection,
+// CPU and allocations per connection; then what tls:// costs each system beside tcp://.
+std::string Handshakes(const RunResult& run) {
+  std::vector<std::string> results;
+  for (const HandshakeResult& h : run.handshakes) {
+    std::string figures = "null";
+    if (const std::optional<LatencyFigures>& f = h.figures) {
+      figures =
+          absl::StrCat("{\"connections\": ", f->calls, ", \"p50_us\": ", Num(f->p50_us),
+                       ", \"p99_us\": ", Num(f->p99_us), ", \"mean_us\": ", Num(f->mean_us),
+                       ", \"min_us\": ", Num(f->min_us), ", \"max_us\": ", Num(f->max_us),
+                       ", \"client_cpu_us_per_connection\": ", Num(f->client_cpu.total()),
+                       ", \"server_cpu_us_per_connection\": ", Num(f->server_cpu.total()),
+                       ", \"client_allocs_per_connection\": ", Num(f->client_allocs_per_call),
+                       ", \"server_allocs_per_connection\": ", Num(f->server_allocs_per_call), "}");
+    }
+    results.push_back(absl::StrCat(
+        "      {\"system\": ", Str(h.system), ", \"transport\": ", Str(h.transport),
+        ", \"payload_bytes\": ", h.payload, ", \"ok\": ", Bool(h.error.empty()), ", \"error\": ",
+        h.error.empty() ? "null" : Str(h.error), ",\n       \"figures\": ", figures, "}"));
+  }
+  return absl::StrCat("{\"connections\": ", run.handshake_connections,
+                      ", \"pause_ms\": ", Num(run.handshake_pause_ms), ",\n    \"results\": [\n",
+                      absl::StrJoin(results, ",\n"), "\n    ]}");
+}
+
+std::string TlsCosts(const RunResult& run) {
+  std::vector<std::string> costs;
+  for (const TlsCost& c : ComputeTlsCosts(run)) {
+    costs.push_back(absl::StrCat("      {\"system\": ", Str(c.system),
+                                 ", \"metric\": ", Str(c.metric),
+                                 ", \"payload_bytes\": ", c.payload, ", \"tcp\": ", Num(c.tcp),
+                                 ", \"tls\": ", Num(c.tls), ", \"tls_over_tcp\": ", Num(c.ratio),
+                                 ", \"higher_is_better\": ", Bool(c.higher_is_better), "}"));
+  }
+  return absl::StrCat("{\n    \"costs\": [\n", absl::StrJoin(costs, ",\n"), "\n    ]}");
+}
+
 }  // namespace
 
 std::string ToJson(const RunResult& run) {
@@ -165,7 +203,8 @@ std::string ToJson(const RunResult& run) {
       "\"allocs\": \"operator new calls per call\"},\n", "  \"results\": [\n",
       absl::StrJoin(cases, ",\n"), "\n  ],\n  \"ratios\": [\n", absl::StrJoin(ratios, ",\n"),
       "\n  ],\n  \"targets\": [\n", absl::StrJoin(targets, ",\n"),
-      "\n  ],\n  \"streaming\": ", Streaming(run), "\n}\n");
+      "\n  ],\n  \"streaming\": ", Streaming(run), ",\n  \"handshake\": ", Handshakes(run),
+      ",\n  \"tls\": ", TlsCosts(run), "\n}\n");
 }
 
 absl::Status WriteJsonFile(const RunResult& run, const std::string& path) {

@@ -1,15 +1,18 @@
 // courier-bench: courier against the raw mechanism, gRPC and Cap'n Proto, in one run on one
 // machine.
 //
-//   courier-bench [--quick | --full | --smoke] [--no-pin] [--filter SUBSTRING]
+//   courier-bench [--quick | --full | --smoke] [--no-pin] [--filter SUBSTRING[,SUBSTRING...]]
 //                 [--out-json PATH] [--out-svg PATH] [--latency-only] [--calls N]
+//                 [--handshakes N]
 //
 // For each system (raw, courier, grpc, capnp) and transport it starts a server process (this
 // program with --serve, pinned to one CPU), runs the client here (pinned to another), and measures
 // echo latency (one call in flight), throughput (1/32/128 in flight), CPU and heap allocations per
 // call on each side (alloc_counter.h) for 64 B, 4 KiB and 1 MiB, then the streaming figures
 // (issue #11: server-streaming messages/s, bidi ping-pong p50 beside unary; unix, tcp, shm;
-// --filter key SYSTEM/TRANSPORT/stream). Prints a table with ratios and
+// --filter key SYSTEM/TRANSPORT/stream) and the time from a fresh connection to its first call's
+// reply (issue #13, TLS handshakes included; --filter key SYSTEM/TRANSPORT/handshake), with what
+// tls:// costs courier and gRPC beside their tcp://. Prints a table with ratios and
 // writes JSON and SVG (bench-results.{json,svg} in the working directory by default).
 // Exits 1 if any case failed, 2 on bad flags.
 #include <signal.h>
@@ -37,17 +40,22 @@ namespace {
 int Usage() {
   std::fprintf(
       stderr,
-      "usage: courier-bench [--quick | --full | --smoke] [--no-pin] [--filter SUBSTRING]\n"
+      "usage: courier-bench [--quick | --full | --smoke] [--no-pin] [--filter S[,S...]]\n"
       "                     [--out-json PATH] [--out-svg PATH] [--latency-only] [--calls N]\n"
+      "                     [--handshakes N]\n"
       "  --quick     all cases, short samples (under a minute)\n"
       "  --full      all cases, long samples (the default)\n"
-      "  --smoke     unix, shm, shm-nospin, pipe, fifo, udp and mq only, 64 B only\n"
+      "  --smoke     unix, shm, shm-nospin, pipe, fifo, udp, mq and tls only, 64 B only\n"
       "              (for the test suite)\n"
       "  --no-pin    do not pin the server and client to different CPUs\n"
-      "  --filter S  only cases whose key SYSTEM/TRANSPORT/PAYLOAD contains S,\n"
-      "              e.g. courier/unix/64B, /tcp/, /1MiB\n"
+      "  --filter S  only cases whose key SYSTEM/TRANSPORT/PAYLOAD (or SYSTEM/TRANSPORT/stream,\n"
+      "              SYSTEM/TRANSPORT/handshake) contains S or one of S's comma-separated\n"
+      "              parts, e.g. courier/unix/64B, /tcp/, /1MiB, /handshake,\n"
+      "              courier/tcp/,courier/tls/,grpc/tcp/,grpc/tls/\n"
       "  --latency-only  skip the throughput phases (e.g. under a profiler)\n"
-      "  --calls N   timed calls in each latency sample, instead of the mode's\n");
+      "  --calls N   timed calls in each latency sample, instead of the mode's\n"
+      "  --handshakes N  timed fresh connections in each handshake sample, instead of the\n"
+      "              mode's (0: no handshake phase)\n");
   return 2;
 }
 
@@ -73,6 +81,7 @@ int Main(int argc, char** argv) {
   bool pin = true;
   bool latency_only = false;
   int calls = 0;
+  int handshakes = -1;
   std::string filter, json_path = "bench-results.json", svg_path = "bench-results.svg";
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
@@ -91,6 +100,9 @@ int Main(int argc, char** argv) {
     } else if (arg == "--calls" && i + 1 < argc) {
       calls = std::atoi(argv[++i]);
       if (calls <= 0) return Usage();
+    } else if (arg == "--handshakes" && i + 1 < argc) {
+      handshakes = std::atoi(argv[++i]);
+      if (handshakes < 0 || (handshakes == 0 && std::string_view(argv[i]) != "0")) return Usage();
     } else if (arg == "--filter" && i + 1 < argc) {
       filter = argv[++i];
     } else if (arg == "--out-json" && i + 1 < argc) {
@@ -111,9 +123,12 @@ int Main(int argc, char** argv) {
   if (calls > 0) {
     for (PayloadPlan& p : options.plan.payloads) p.latency_calls = calls;
   }
+  if (handshakes >= 0) options.plan.handshake.connections = handshakes;
   options.exe = SelfExe();
   options.filter = filter;
   run.in_flight = options.plan.in_flight;
+  run.handshake_connections = options.plan.handshake.connections;
+  run.handshake_pause_ms = options.plan.handshake.pause_ms;
   std::vector<int> cpus = AllowedCpus();
   if (pin && cpus.size() >= 2) {
     // Before any thread starts, so the client's threads (gRPC's too) inherit the pinning.
@@ -137,7 +152,7 @@ int Main(int argc, char** argv) {
   run.allocs_note = AllocCounterNote();
   std::fprintf(stderr, "courier-bench %s: gRPC %s; Cap'n Proto %s\n", mode.c_str(),
                run.grpc_note.c_str(), run.capnp_note.c_str());
-  run.cases = RunCases(systems, options, &run.streams);
+  run.cases = RunCases(systems, options, &run.streams, &run.handshakes);
   std::fprintf(stderr, "\n");
 
   PrintReport(run, stdout);
@@ -148,7 +163,10 @@ int Main(int argc, char** argv) {
   for (const StreamResult& s : run.streams) {
     if (!s.error.empty()) exit_code = 1;
   }
-  if (run.cases.empty() && run.streams.empty()) {
+  for (const HandshakeResult& h : run.handshakes) {
+    if (!h.error.empty()) exit_code = 1;
+  }
+  if (run.cases.empty() && run.streams.empty() && run.handshakes.empty()) {
     std::fprintf(stderr, "courier-bench: no case matches --filter '%s'\n", filter.c_str());
     exit_code = 1;
   }

@@ -114,14 +114,76 @@ void PrintRatios(const RunResult& run, std::FILE* out) {
   }
 }
 
+// "cli/srv" CPU and allocations per connection of a handshake sample.
+void PrintHandshakes(const RunResult& run, std::FILE* out) {
+  if (run.handshakes.empty()) return;
+  std::fprintf(out,
+               "\nFresh connections (issue #13), %d per system and transport, one at a time: "
+               "each timed from a new channel or client to the reply of its first %s call "
+               "(connect, TLS handshake, protocol hello, the call); closing it and a %.0f ms "
+               "pause after are not timed; cpu and allocs per connection, connect to close, "
+               "client/server\n",
+               run.handshake_connections, PayloadLabel(run.handshakes.front().payload).c_str(),
+               run.handshake_pause_ms);
+  std::string header =
+      absl::StrFormat("%-15s %-10s %9s %9s %9s %9s %15s %17s", "system", "transport", "p50 us",
+                      "p99 us", "min us", "mean us", "cpu cli/srv", "allocs cli/srv");
+  std::fprintf(out, "%s\n%s\n", header.c_str(), std::string(header.size(), '-').c_str());
+  for (const HandshakeResult& h : run.handshakes) {
+    std::string row = absl::StrFormat("%-15s %-10s", h.system, h.transport);
+    if (const std::optional<LatencyFigures>& f = h.figures) {
+      absl::StrAppend(
+          &row, absl::StrFormat(" %9s %9s %9s %9s %15s %17s", Micros(f->p50_us), Micros(f->p99_us),
+                                Micros(f->min_us), Micros(f->mean_us),
+                                absl::StrFormat("%s/%s", Micros(f->client_cpu.total()),
+                                                Micros(f->server_cpu.total())),
+                                Allocs(f->client_allocs_per_call, f->server_allocs_per_call)));
+    } else {
+      absl::StrAppend(&row,
+                      absl::StrFormat(" %9s %9s %9s %9s %15s %17s", "-", "-", "-", "-", "-", "-"));
+    }
+    std::fprintf(out, "%s\n", row.c_str());
+    if (!h.error.empty()) std::fprintf(out, "  ^ FAILED: %s\n", h.error.c_str());
+  }
+}
+
+// Issue #13: each system's tls:// figures beside its tcp:// ones.
+void PrintTlsCosts(const RunResult& run, std::FILE* out) {
+  std::vector<TlsCost> costs = ComputeTlsCosts(run);
+  if (costs.empty()) return;
+  std::fprintf(out,
+               "\nWhat TLS costs (issue #13): tls:// beside tcp:// within each system (p50: one "
+               "call in flight, lower is faster; calls/s: 32 in flight, higher is more; "
+               "handshake: the fresh-connection p50 above)\n");
+  std::string header = absl::StrFormat("%-15s %-18s %-7s %11s %11s %9s", "system", "figure",
+                                       "payload", "tcp", "tls", "tls/tcp");
+  std::fprintf(out, "%s\n%s\n", header.c_str(), std::string(header.size(), '-').c_str());
+  for (const TlsCost& c : costs) {
+    auto figure = [&](const std::optional<double>& x) -> std::string {
+      if (!x) return "-";
+      return c.metric == "calls_per_s@32" ? absl::StrCat(Rate(*x), "/s")
+                                          : absl::StrCat(Micros(*x), " us");
+    };
+    std::string name = c.metric == "p50_us"           ? "p50"
+                       : c.metric == "calls_per_s@32" ? "calls/s@32"
+                                                      : "handshake p50";
+    std::fprintf(
+        out, "%s\n",
+        absl::StrFormat("%-15s %-18s %-7s %11s %11s %9s", c.system, name, PayloadLabel(c.payload),
+                        figure(c.tcp), figure(c.tls), Times(c.ratio))
+            .c_str());
+  }
+}
+
 void PrintTargets(const RunResult& run, std::FILE* out) {
   int issue = 0;
   for (const TargetCheck& t : CheckTargets(run)) {
     if (t.issue != issue) {
       issue = t.issue;
-      const char* what = issue == 9 ? "shm://: latency, ratios within this run, calls/s; CPU per "
-                                      "call reported"
-                                    : "ratios within this run; CPU and allocations per call";
+      const char* what =
+          issue == 9    ? "shm://: latency, ratios within this run, calls/s; CPU per call reported"
+          : issue == 13 ? "tls://: courier's tls/tcp ratio divided by gRPC's, within this run"
+                        : "ratios within this run; CPU and allocations per call";
       std::fprintf(out, "\nTargets from issue #%d (%s)\n", issue, what);
     }
     std::fprintf(out, "  %-62s %9s  %s\n", t.description.c_str(), Value(t).c_str(),
@@ -184,6 +246,8 @@ void PrintReport(const RunResult& run, std::FILE* out) {
                "call, client/server process\n\n");
   PrintCases(run, out);
   PrintRatios(run, out);
+  PrintHandshakes(run, out);
+  PrintTlsCosts(run, out);
   PrintTargets(run, out);
   PrintStreaming(run, out);
 }

@@ -54,7 +54,54 @@ std::vector<std::pair<std::string, size_t>> CasesOf(const RunResult& run,
   return keys;
 }
 
+std::optional<double> HandshakeP50(const HandshakeResult* h) {
+  if (!h || !h->figures || !h->error.empty()) return std::nullopt;
+  return h->figures->p50_us;
+}
+
 }  // namespace
+
+const HandshakeResult* FindHandshake(const RunResult& run, const std::string& system,
+                                     const std::string& transport) {
+  for (const HandshakeResult& h : run.handshakes) {
+    if (h.system == system && h.transport == transport) return &h;
+  }
+  return nullptr;
+}
+
+std::vector<TlsCost> ComputeTlsCosts(const RunResult& run) {
+  std::vector<std::string> systems;
+  auto note = [&](const std::string& system, const std::string& transport) {
+    if (transport == "tls" && std::find(systems.begin(), systems.end(), system) == systems.end()) {
+      systems.push_back(system);
+    }
+  };
+  for (const CaseResult& c : run.cases) note(c.system, c.transport);
+  for (const HandshakeResult& h : run.handshakes) note(h.system, h.transport);
+  std::vector<TlsCost> costs;
+  auto add = [&](const std::string& system, std::string metric, size_t payload,
+                 std::optional<double> tcp, std::optional<double> tls, bool higher_is_better) {
+    if (!tcp && !tls) return;
+    costs.push_back(
+        {system, std::move(metric), payload, tcp, tls, Divide(tls, tcp), higher_is_better});
+  };
+  for (const std::string& system : systems) {
+    for (const auto& [transport, payload] : CasesOf(run, system)) {
+      if (transport != "tls") continue;
+      const CaseResult* tls = run.Find(system, "tls", payload);
+      const CaseResult* tcp = run.Find(system, "tcp", payload);
+      add(system, "p50_us", payload, P50(tcp), P50(tls), false);
+      add(system, "calls_per_s@32", payload, CallsPerSecond(tcp, 32), CallsPerSecond(tls, 32),
+          true);
+    }
+    const HandshakeResult* tls = FindHandshake(run, system, "tls");
+    if (tls) {
+      add(system, "handshake_p50_us", tls->payload, HandshakeP50(FindHandshake(run, system, "tcp")),
+          HandshakeP50(tls), false);
+    }
+  }
+  return costs;
+}
 
 std::vector<Ratio> ComputeRatios(const RunResult& run) {
   std::vector<Ratio> ratios;
@@ -231,6 +278,25 @@ std::vector<TargetCheck> CheckTargets(const RunResult& run) {
       }
     }
   }
+
+  // Issue #13: courier's tls/tcp against gRPC's, 64 B and the handshake.
+  issue = 13;
+  std::vector<TlsCost> costs = ComputeTlsCosts(run);
+  auto tls_ratio = [&](const std::string& system,
+                       const std::string& metric) -> std::optional<double> {
+    for (const TlsCost& c : costs) {
+      if (c.system == system && c.metric == metric && c.payload == kSmall) return c.ratio;
+    }
+    return std::nullopt;
+  };
+  add("courier p50 tls/tcp / grpc's tls/tcp <= 1.00 (64 B)",
+      Divide(tls_ratio("courier", "p50_us"), tls_ratio("grpc", "p50_us")), 1.0, "x", false);
+  add("courier calls/s @32 tls/tcp / grpc's tls/tcp >= 1.00 (64 B)",
+      Divide(tls_ratio("courier", "calls_per_s@32"), tls_ratio("grpc", "calls_per_s@32")), 1.0, "x",
+      true);
+  add("courier handshake p50 tls/tcp / grpc's tls/tcp <= 1.00",
+      Divide(tls_ratio("courier", "handshake_p50_us"), tls_ratio("grpc", "handshake_p50_us")), 1.0,
+      "x", false);
   return checks;
 }
 

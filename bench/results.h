@@ -72,6 +72,29 @@ struct StreamRatio {
   std::string verdict;
 };
 
+// The handshake phase (issue #13), one system on one transport: fresh connections made one
+// after another, each timed from nothing (a new channel or client) to the reply of its first
+// call (connect, TLS handshake where there is one, the protocol's hello, one call of `payload`
+// bytes); closing it is not timed. `figures` holds the distribution per connection (its `calls`
+// is the number of connections) and CPU and allocations per connection, connect to close.
+struct HandshakeResult {
+  std::string system, transport;
+  size_t payload = 0;
+  std::string error;  // empty when every connection completed its call
+  std::optional<LatencyFigures> figures;
+};
+
+// Issue #13: what tls:// costs a system beside its own tcp://, one figure at a time: p50 at one
+// in flight and calls/s at 32 in flight (per payload), and the handshake phase's p50.
+struct TlsCost {
+  std::string system;  // "courier", "courier+metrics", "grpc"
+  std::string metric;  // "p50_us", "calls_per_s@32", "handshake_p50_us"
+  size_t payload = 0;
+  std::optional<double> tcp, tls;
+  std::optional<double> ratio;  // tls / tcp
+  bool higher_is_better = false;
+};
+
 struct MachineInfo {
   int nproc = 0;
   std::string cpu_model, kernel, hostname, date;
@@ -91,6 +114,9 @@ struct RunResult {
   std::vector<int> in_flight;
   std::vector<CaseResult> cases;
   std::vector<StreamResult> streams;
+  std::vector<HandshakeResult> handshakes;
+  int handshake_connections = 0;  // timed connections per handshake sample
+  double handshake_pause_ms = 0;  // the pause after each connection closes
 
   const CaseResult* Find(const std::string& system, const std::string& transport,
                          size_t payload) const;
@@ -106,10 +132,11 @@ struct Ratio {
 };
 std::vector<Ratio> ComputeRatios(const RunResult& run);
 
-// Issue #8's targets (unix, tcp) and issue #9's (shm), checked within the run: "met", "missed"
-// or "n/a" (a figure is missing); a figure reported beside them without a limit is "reported".
+// Issue #8's targets (unix, tcp), issue #9's (shm) and issue #13's (tls), checked within the run:
+// "met", "missed" or "n/a" (a figure is missing); a figure reported beside them without a limit is
+// "reported".
 struct TargetCheck {
-  int issue = 8;            // the issue that set it: 8 (courier's call path) or 9 (shm://)
+  int issue = 8;            // the issue that set it: 8 (call path), 9 (shm://), 13 (tls://)
   std::string description;  // "courier p50 <= 1.10x raw (unix 64 B)"
   std::optional<double> value;
   std::optional<double> limit;  // nullopt: reported, not checked
@@ -119,8 +146,16 @@ struct TargetCheck {
   bool higher_is_better = false;
   std::string verdict;
 };
+// Issue #13 adds three checks at 64 B, each of courier's tls/tcp ratio divided by gRPC's, against
+// 1.0: TLS should cost courier no more, relative to its plain TCP, than it costs gRPC (p50 and
+// handshake p50: value <= 1; calls/s @32: value >= 1).
 std::vector<TargetCheck> CheckTargets(const RunResult& run);
 std::vector<StreamRatio> ComputeStreamRatios(const RunResult& run);
+// Every system with a tls:// figure and the tcp:// one beside it, in run order: per payload p50
+// and calls/s @32, then the handshake p50.
+std::vector<TlsCost> ComputeTlsCosts(const RunResult& run);
+const HandshakeResult* FindHandshake(const RunResult& run, const std::string& system,
+                                     const std::string& transport);
 
 // Nearest-rank percentile (0 < p <= 1) of an ascending sample; 0 if empty.
 double Percentile(const std::vector<int64_t>& sorted, double p);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -250,7 +251,86 @@ void RunStream(System& system, const std::string& transport, ServerProcess& serv
   std::fprintf(stderr, "%s\n", !result.bidi && !result.download ? "  (no streaming: skipped)" : "");
 }
 
+// Fresh connections one after another, each timed from nothing to its first call's reply; the
+// client and server CPU and allocations are taken around the timed connections, so they are
+// per connection, connect to close (the pauses between them cost no CPU).
+void RunHandshake(System& system, const std::string& transport, ServerProcess& server,
+                  const HandshakePlan& plan, HandshakeResult& result) {
+  std::vector<int64_t> times, reply;
+  times.reserve(static_cast<size_t>(plan.connections));
+  reply.reserve(1);
+  const auto pause = std::chrono::duration<double, std::milli>(plan.pause_ms);
+  auto connect_and_call = [&]() -> absl::Status {
+    reply.clear();
+    auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<std::unique_ptr<EchoClient>> client =
+        system.ConnectForFirstCall(transport, server.endpoint());
+    if (!client.ok()) return client.status();
+    absl::Status s = (*client)->PingPong(plan.payload, 1, reply);
+    auto elapsed = std::chrono::steady_clock::now() - start;
+    client->reset();
+    if (!s.ok()) return s;
+    times.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
+    std::this_thread::sleep_for(pause);
+    return absl::OkStatus();
+  };
+  auto fail = [&](const absl::Status& s) {
+    result.error = s.ToString();
+    std::fprintf(stderr, "  FAILED: %s\n", result.error.c_str());
+  };
+  for (int i = 0; i < plan.warmup_connections; ++i) {
+    if (absl::Status s = connect_and_call(); !s.ok()) return fail(s);
+  }
+  times.clear();
+  absl::StatusOr<CpuTimes> server_before = server.Cpu();
+  if (!server_before.ok()) return fail(server_before.status());
+  absl::StatusOr<std::optional<uint64_t>> server_allocs_before = ServerAllocs(server);
+  if (!server_allocs_before.ok()) return fail(server_allocs_before.status());
+  CpuTimes client_before = ProcessCpu();
+  std::optional<uint64_t> client_allocs_before = AllocationsSoFar();
+  for (int i = 0; i < plan.connections; ++i) {
+    if (absl::Status s = connect_and_call(); !s.ok()) {
+      return fail(absl::Status(s.code(), absl::StrCat("connection ", i + 1, ": ", s.message())));
+    }
+  }
+  std::optional<uint64_t> client_allocs_after = AllocationsSoFar();
+  CpuTimes client_used = ProcessCpu() - client_before;
+  absl::StatusOr<std::optional<uint64_t>> server_allocs_after = ServerAllocs(server);
+  if (!server_allocs_after.ok()) return fail(server_allocs_after.status());
+  absl::StatusOr<CpuTimes> server_after = server.Cpu();
+  if (!server_after.ok()) return fail(server_after.status());
+  LatencyFigures figures = SummarizeLatency(std::move(times));
+  figures.client_cpu = client_used.PerCallMicros(figures.calls);
+  figures.server_cpu = (*server_after - *server_before).PerCallMicros(figures.calls);
+  figures.client_allocs_per_call =
+      AllocsPerCall(client_allocs_before, client_allocs_after, figures.calls);
+  figures.server_allocs_per_call =
+      AllocsPerCall(*server_allocs_before, *server_allocs_after, figures.calls);
+  result.figures = figures;
+  std::fprintf(stderr, "  p50 %8.1f us  p99 %8.1f us  (%lld connections)\n", figures.p50_us,
+               figures.p99_us, static_cast<long long>(figures.calls));
+}
+
 }  // namespace
+
+bool MatchesFilter(const std::string& key, const std::string& filter) {
+  bool any = false;
+  for (size_t begin = 0; begin <= filter.size();) {
+    size_t end = std::min(filter.find(',', begin), filter.size());
+    if (end > begin) {
+      any = true;
+      if (key.find(std::string_view(filter).substr(begin, end - begin)) != std::string::npos) {
+        return true;
+      }
+    }
+    begin = end + 1;
+  }
+  return !any;
+}
+
+std::string HandshakeKey(const std::string& system, const std::string& transport) {
+  return absl::StrCat(system, "/", transport, "/handshake");
+}
 
 std::string StreamKey(const std::string& system, const std::string& transport) {
   return absl::StrCat(system, "/", transport, "/stream");
@@ -260,22 +340,29 @@ Plan MakePlan(const std::string& mode) {
   Plan plan;
   plan.mode = mode;
   plan.in_flight = {1, 32, 128};
+  // Every courier transport (not raw's mq, which only the floor has).
+  const std::vector<std::string> handshake_transports = {"unix", "tcp",  "tls", "shm",
+                                                         "pipe", "fifo", "udp"};
   // {payload, warm-up calls, latency calls, throughput warm-up s, throughput window s}
   // {payload, warm-up calls, latency calls, rounds, streaming warm-up s, window s, transports}
+  // {payload, warm-up connections, connections, pause ms, transports}
   if (mode == "smoke") {
     plan.payloads = {{64, 50, 300, 0.05, 0.2}};
-    plan.only_transports = {"unix", "shm", "shm-nospin", "pipe", "fifo", "udp", "mq"};
+    plan.only_transports = {"unix", "shm", "shm-nospin", "pipe", "fifo", "udp", "mq", "tls"};
     plan.stream = {64, 50, 300, 2, 0.05, 0.2, {"unix", "shm"}};
+    plan.handshake = {64, 2, 10, 1, {"unix", "tls"}};
   } else if (mode == "quick") {
     plan.payloads = {
         {64, 200, 2000, 0.1, 0.4}, {4096, 200, 2000, 0.1, 0.4}, {kMiB, 5, 50, 0.15, 0.5}};
     plan.stream = {64, 200, 2000, 4, 0.2, 1.0, {"unix", "tcp", "shm"}};
+    plan.handshake = {64, 5, 100, 1, handshake_transports};
   } else {
     plan.mode = "full";
     plan.payloads = {
         {64, 2000, 20000, 0.5, 3.0}, {4096, 2000, 20000, 0.5, 3.0}, {kMiB, 20, 500, 0.5, 3.0}};
     plan.max_window_s = 15;
     plan.stream = {64, 2000, 20000, 10, 0.5, 3.0, {"unix", "tcp", "shm"}};
+    plan.handshake = {64, 10, 200, 1, handshake_transports};
   }
   return plan;
 }
@@ -286,7 +373,8 @@ std::string CaseKey(const std::string& system, const std::string& transport, siz
 }
 
 std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& systems,
-                                 const RunOptions& options, std::vector<StreamResult>* streams) {
+                                 const RunOptions& options, std::vector<StreamResult>* streams,
+                                 std::vector<HandshakeResult>* handshakes) {
   // Transport-major, then payload, then system: the figures a ratio compares are taken seconds
   // apart, so a change in the machine's load (it may be shared) skews them less.
   std::vector<std::string> transports;
@@ -310,8 +398,7 @@ std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& sys
   auto selected = [&](const System& system, const std::string& transport, size_t payload) {
     std::vector<std::string> own = system.transports();
     return std::find(own.begin(), own.end(), transport) != own.end() &&
-           CaseKey(std::string(system.name()), transport, payload).find(options.filter) !=
-               std::string::npos;
+           MatchesFilter(CaseKey(std::string(system.name()), transport, payload), options.filter);
   };
 
   const std::vector<std::string>& stream_transports = options.plan.stream.transports;
@@ -320,8 +407,17 @@ std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& sys
     return std::find(own.begin(), own.end(), transport) != own.end() &&
            std::find(stream_transports.begin(), stream_transports.end(), transport) !=
                stream_transports.end() &&
-           StreamKey(std::string(system.name()), transport).find(options.filter) !=
-               std::string::npos;
+           MatchesFilter(StreamKey(std::string(system.name()), transport), options.filter);
+  };
+
+  const HandshakePlan& handshake_plan = options.plan.handshake;
+  auto handshake_selected = [&](const System& system, const std::string& transport) {
+    std::vector<std::string> own = system.transports();
+    return handshake_plan.connections > 0 &&
+           std::find(own.begin(), own.end(), transport) != own.end() &&
+           std::find(handshake_plan.transports.begin(), handshake_plan.transports.end(),
+                     transport) != handshake_plan.transports.end() &&
+           MatchesFilter(HandshakeKey(std::string(system.name()), transport), options.filter);
   };
 
   std::vector<CaseResult> results;
@@ -340,6 +436,7 @@ std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& sys
         if (selected(*systems[i], transport, p.payload)) start(i);
       }
       if (streams && stream_selected(*systems[i], transport)) start(i);
+      if (handshakes && handshake_selected(*systems[i], transport)) start(i);
     }
     for (const PayloadPlan& payload : options.plan.payloads) {
       for (size_t i = 0; i < systems.size(); ++i) {
@@ -356,6 +453,20 @@ std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& sys
         }
         RunPayload(*systems[i], transport, ***servers[i], options.plan, payload, result);
       }
+    }
+    for (size_t i = 0; handshakes && i < systems.size(); ++i) {
+      if (!servers[i] || !handshake_selected(*systems[i], transport)) continue;
+      HandshakeResult& result = handshakes->emplace_back();
+      result.system = std::string(systems[i]->name());
+      result.transport = transport;
+      result.payload = handshake_plan.payload;
+      std::fprintf(stderr, "%-24s", HandshakeKey(result.system, transport).c_str());
+      if (!servers[i]->ok()) {
+        result.error = servers[i]->status().ToString();
+        std::fprintf(stderr, "  FAILED: %s\n", result.error.c_str());
+        continue;
+      }
+      RunHandshake(*systems[i], transport, ***servers[i], handshake_plan, result);
     }
     for (size_t i = 0; streams && i < systems.size(); ++i) {
       if (!servers[i] || !stream_selected(*systems[i], transport)) continue;

@@ -33,6 +33,18 @@ struct StreamPlan {
   std::vector<std::string> transports;  // where it runs (those a system has)
 };
 
+// The handshake phase (issue #13), after a transport's payload cases, on the same servers: for
+// each system, `warmup_connections` then `connections` fresh connections one after another, each
+// timed from System::ConnectForFirstCall to the reply of one call of `payload` bytes, closed
+// (untimed), then `pause_ms` of quiet before the next.
+struct HandshakePlan {
+  size_t payload = 64;
+  int warmup_connections = 0;
+  int connections = 0;
+  double pause_ms = 1;
+  std::vector<std::string> transports;  // where it runs (those a system has)
+};
+
 struct Plan {
   std::string mode;  // "smoke", "quick", "full"
   std::vector<PayloadPlan> payloads;
@@ -43,6 +55,7 @@ struct Plan {
   // for slow cases (large messages, many in flight), but no longer than this.
   double max_window_s = 2;
   StreamPlan stream;
+  HandshakePlan handshake;
 };
 // "smoke", "quick" or "full"; anything else is treated as "full".
 Plan MakePlan(const std::string& mode);
@@ -50,7 +63,7 @@ Plan MakePlan(const std::string& mode);
 struct RunOptions {
   Plan plan;
   std::string exe;      // this program, started with --serve for each server
-  std::string filter;   // run only cases whose "system/transport/payload" key contains it
+  std::string filter;   // which cases run: see MatchesFilter (empty: all)
   int server_cpu = -1;  // -1: unpinned
 };
 
@@ -60,10 +73,19 @@ std::string CaseKey(const std::string& system, const std::string& transport, siz
 // "courier/unix/stream": the streaming phase's key for --filter.
 std::string StreamKey(const std::string& system, const std::string& transport);
 
+// "courier/tls/handshake": the handshake phase's key for --filter.
+std::string HandshakeKey(const std::string& system, const std::string& transport);
+
+// True if `key` contains `filter` or one of its comma-separated alternatives (empty ones are
+// ignored; a filter with none matches every key).
+bool MatchesFilter(const std::string& key, const std::string& filter);
+
 // Runs every case (progress on stderr) and returns what was measured, ordered by transport,
-// payload, then system; a case that fails keeps its error and the run goes on. The streaming
-// phase's results go to `streams` (by transport, then system).
+// payload, then system; a case that fails keeps its error and the run goes on. The handshake
+// phase's results go to `handshakes`, the streaming phase's to `streams` (each by transport,
+// then system).
 std::vector<CaseResult> RunCases(const std::vector<std::unique_ptr<System>>& systems,
-                                 const RunOptions& options, std::vector<StreamResult>* streams);
+                                 const RunOptions& options, std::vector<StreamResult>* streams,
+                                 std::vector<HandshakeResult>* handshakes = nullptr);
 
 }  // namespace courier::bench

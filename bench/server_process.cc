@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <string_view>
@@ -20,6 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "bench/alloc_counter.h"
+#include "transport/tls/dev_cert.h"
 
 extern char** environ;
 
@@ -208,6 +210,17 @@ absl::StatusOr<std::string> ServerProcess::ReadLine(std::string_view keyword, in
 }
 
 void SetServerCleanup(void (*cleanup)()) { server_cleanup.store(cleanup); }
+
+void RemoveTlsLoopbackFilesOnQuit() {
+  static std::string* directory = nullptr;
+  absl::StatusOr<transport::tls::LoopbackFiles> files = transport::tls::GetLoopbackFiles();
+  if (!files.ok() || directory) return;
+  directory = new std::string(files->directory);
+  SetServerCleanup([] {
+    std::error_code ignored;
+    std::filesystem::remove_all(*directory, ignored);
+  });
+}
 
 int ServeMain(System& system, std::string_view transport, int pin_cpu) {
   signal(SIGPIPE, SIG_IGN);

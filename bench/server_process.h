@@ -67,4 +67,9 @@ int ServeMain(System& system, std::string_view transport, int pin_cpu);
 // process ends with _exit (no destructors run), e.g. to remove the listener's socket file.
 void SetServerCleanup(void (*cleanup)());
 
+// Server side, tls: removes this process's loopback certificate directory
+// (transport/tls/dev_cert.h's GetLoopbackFiles, which removes it only at a normal exit) when the
+// driver says quit, through SetServerCleanup.
+void RemoveTlsLoopbackFilesOnQuit();
+
 }  // namespace courier::bench

@@ -5,7 +5,9 @@ Usage: smoke_test.py PATH/TO/courier-bench
 Checks the exit status, the table on stdout, that the JSON parses and holds positive figures for
 every case (and allocation counts, when the build counts them), that raw and courier also ran
 over shm:// (spinning and not), that the streaming section (issue #11) holds positive figures
-for courier, raw and (when built) gRPC, and that the SVG is an <svg> document. gRPC and Cap'n Proto may each be present or absent, as long as the output says which.
+for courier, raw and (when built) gRPC, that the handshake section (issue #13) holds positive
+fresh-connection figures over unix:// and tls:// (courier, and gRPC when built, whose tls://
+cases ran too), and that the SVG is an <svg> document. gRPC and Cap'n Proto may each be present or absent, as long as the output says which.
 No timing assertions: figures only need to be positive numbers.
 """
 import json
@@ -40,7 +42,9 @@ def main():
         if run.returncode != 0:
             fail(f"courier-bench --smoke exited {run.returncode}", output)
         for needle in ("gRPC: ", "Cap'n Proto: ", "heap allocations: ", "p50 us", "allocs@1",
-                       "courier/raw", "Targets from issue #8", "Targets from issue #9"):
+                       "courier/raw", "Targets from issue #8", "Targets from issue #9",
+                       "Targets from issue #13", "Fresh connections (issue #13)",
+                       "What TLS costs (issue #13)"):
             if needle not in run.stdout:
                 fail(f"stdout lacks {needle!r}", output)
 
@@ -103,7 +107,7 @@ def main():
                 fail(f"no {ratio} ratio in the JSON")
         if not data["targets"] or any(
                 t["verdict"] not in ("met", "missed", "n/a", "reported") or
-                t["issue"] not in (8, 9) or (t["verdict"] == "reported") != (t["limit"] is None)
+                t["issue"] not in (8, 9, 13) or (t["verdict"] == "reported") != (t["limit"] is None)
                 for t in data["targets"]):
             fail(f"targets are malformed: {data['targets']}")
 
@@ -137,6 +141,39 @@ def main():
                 fail(f"no streaming ratio {ratio} (have {sorted(ratios)})")
         if "Streaming (issue #11)" not in run.stdout:
             fail("stdout lacks the streaming section", output)
+
+        # Fresh connections (issue #13): courier (and gRPC) over unix and tls, every one ok.
+        handshake = data.get("handshake")
+        if not isinstance(handshake, dict) or "results" not in handshake:
+            fail("JSON lacks the handshake section")
+        positive(handshake.get("connections"), "handshake.connections")
+        shakes = {(r["system"], r["transport"]): r for r in handshake["results"]}
+        wanted = [("courier", "unix"), ("courier", "tls"), ("raw", "unix")]
+        if data["grpc"]["included"]:
+            wanted += [("grpc", "unix"), ("grpc", "tls")]
+            for case in [("grpc", "tls"), ("courier", "tls")]:
+                if case not in ran:
+                    fail(f"no {case[0]}/{case[1]} case in the JSON (ran {sorted(ran)})")
+        for key in wanted:
+            if key not in shakes:
+                fail(f"no {key[0]}/{key[1]} handshake result (ran {sorted(shakes)})")
+        for (system, transport), r in shakes.items():
+            if not r["ok"]:
+                fail(f"{system}/{transport} handshake failed: {r['error']}")
+            f = r["figures"] or {}
+            if f.get("connections") != handshake["connections"]:
+                fail(f"{system}/{transport} handshake: {f.get('connections')!r} connections")
+            for key in ("p50_us", "p99_us", "min_us", "mean_us"):
+                positive(f.get(key), f"{system}/{transport} handshake.{key}")
+            if not f["min_us"] <= f["p50_us"] <= f["p99_us"] <= f["max_us"]:
+                fail(f"{system}/{transport} handshake: percentiles out of order: {f}")
+            if f["server_cpu_us_per_connection"] < 0 or f["client_cpu_us_per_connection"] < 0:
+                fail(f"{system}/{transport} handshake: negative CPU: {f}")
+        costs = data.get("tls", {}).get("costs")
+        if not isinstance(costs, list) or not any(
+                c["system"] == "courier" and c["metric"] == "handshake_p50_us" and c["tls"]
+                for c in costs):
+            fail(f"the tls section lacks courier's handshake: {costs!r}")
 
         with open(svg_path) as f:
             svg = f.read()

@@ -168,8 +168,39 @@ std::string ToSvg(const RunResult& run) {
     return t->calls_per_s;
   });
 
+  // Issue #13's handshake phase, when it ran: the fresh-connection p50 per transport, the same
+  // colours (a system that ran no payload case there joins the legend).
+  std::vector<std::string> handshake_transports;
+  for (const HandshakeResult& h : run.handshakes) {
+    if (std::find(systems.begin(), systems.end(), h.system) == systems.end()) {
+      systems.push_back(h.system);
+    }
+    if (std::find(handshake_transports.begin(), handshake_transports.end(), h.transport) ==
+        handshake_transports.end()) {
+      handshake_transports.push_back(h.transport);
+    }
+  }
+  std::vector<Series> handshake;
+  for (const std::string& system : systems) {
+    Series s{system, {}};
+    for (const std::string& transport : handshake_transports) {
+      const HandshakeResult* h = FindHandshake(run, system, transport);
+      s.values.push_back(h && h->figures && h->error.empty()
+                             ? std::optional<double>(h->figures->p50_us)
+                             : std::nullopt);
+    }
+    handshake.push_back(std::move(s));
+  }
+  // A system that ran only handshakes has no bars in the payload panels (n/a).
+  for (std::vector<Series>* panel : {&latency, &throughput}) {
+    for (size_t s = panel->size(); s < systems.size(); ++s) {
+      panel->push_back({systems[s], std::vector<std::optional<double>>(transports.size())});
+    }
+  }
+
   const int header = 92;
-  const int height = header + 2 * kPanelHeight;
+  const int panels = handshake_transports.empty() ? 2 : 3;
+  const int height = header + panels * kPanelHeight;
   const MachineInfo& m = run.machine;
   std::string svg = absl::StrFormat(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
@@ -208,6 +239,13 @@ std::string ToSvg(const RunResult& run) {
   svg += Panel(header + kPanelHeight,
                "throughput, 32 calls in flight on one connection (calls/s, higher is better)",
                transports, throughput);
+  if (!handshake_transports.empty()) {
+    svg += Panel(
+        header + 2 * kPanelHeight,
+        absl::StrCat("fresh connection to its first ", PayloadLabel(run.handshakes.front().payload),
+                     " reply, p50 (microseconds, lower is better)"),
+        handshake_transports, handshake);
+  }
   svg += "</svg>\n";
   return svg;
 }
