@@ -3,7 +3,7 @@
 # Usage: scripts/setup.sh [--bench]   (--bench adds gRPC and Cap'n Proto, the benchmark's peers)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libasio-dev libprotobuf-dev libprotoc-dev protobuf-compiler
-      libabsl-dev libgtest-dev libgmock-dev prometheus-cpp-dev curl)
+      libabsl-dev libgtest-dev libgmock-dev prometheus-cpp-dev libssl-dev curl)
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(libbenchmark-dev libgrpc++-dev protobuf-compiler-grpc libcapnp-dev capnproto)
 fi
