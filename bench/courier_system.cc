@@ -13,6 +13,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "asio/co_spawn.hpp"
 #include "asio/io_context.hpp"
 #include "bench/server_process.h"
@@ -232,6 +236,25 @@ void RemoveOnQuit(const Endpoint& endpoint) {
   SetServerCleanup([] { ::unlink(path->c_str()); });
 }
 
+// tls: the listener's URI without its cert= and key=, so that the client presents no
+// certificate (the server asks for none), like gRPC's SslCredentials client with only the root
+// CA; dialled as it is, the listener's URI would have every new channel read and decode the
+// server's key as a client certificate it never sends.
+std::string TlsClientUri(const Endpoint& endpoint) {
+  size_t query = endpoint.address.find('?');
+  if (query == std::string::npos) return endpoint.ToString();
+  std::vector<std::string> kept;
+  for (absl::string_view option :
+       absl::StrSplit(absl::string_view(endpoint.address).substr(query + 1), '&')) {
+    if (!absl::StartsWith(option, "cert=") && !absl::StartsWith(option, "key=")) {
+      kept.emplace_back(option);
+    }
+  }
+  Endpoint client{endpoint.scheme, endpoint.address.substr(0, query)};
+  if (!kept.empty()) absl::StrAppend(&client.address, "?", absl::StrJoin(kept, "&"));
+  return client.ToString();
+}
+
 // "courier+metrics" (`metrics`): the same with Prometheus metrics recorded on both sides, the
 // server's also served over HTTP (ServerOptions::metrics_listen; nobody scrapes it during the
 // run), so the two systems' ratio is the cost of recording.
@@ -272,7 +295,7 @@ class CourierSystem final : public System {
     if (endpoint->scheme == "shm") RemoveOnQuit(*endpoint);
     if (endpoint->scheme == "tls") RemoveTlsLoopbackFilesOnQuit();
     // The client's URI carries the options too (the listener's own endpoint may drop them).
-    std::string uri = endpoint->ToString();
+    std::string uri = endpoint->scheme == "tls" ? TlsClientUri(*endpoint) : endpoint->ToString();
     ready(uri.find('?') == std::string::npos ? uri + options : uri);
     io.run();
     return absl::InternalError("courier server: io_context ran out of work");
