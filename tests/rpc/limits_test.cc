@@ -667,6 +667,7 @@ TEST_P(WireRulesTest, TooLongUnixPathIsInvalidArgumentOnBothSides) {
 // Each hostile connection would log a line; past the burst, lines are dropped and counted.
 TEST_P(WireRulesTest, WarningsAboutHostileConnectionsAreRateLimited) {
   StartServer();
+  const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < kLogBurst + 50; ++i) {
     auto peer = Raw();
     ASSERT_NE(peer, nullptr);
@@ -675,7 +676,11 @@ TEST_P(WireRulesTest, WarningsAboutHostileConnectionsAreRateLimited) {
   }
   ASSERT_TRUE(RunUntil(io_, [&] { return server_->connections() == 0; }));
   EXPECT_GE(logs_.size(), size_t(kLogBurst));
-  EXPECT_LE(logs_.size(), size_t(kLogBurst) + 10);
+  // Past the burst the budget refills at kLogLinesPerSecond: a slow run (tls:// handshakes on a
+  // loaded machine take a second or more for these) may log that many more, and no more.
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LE(logs_.size(), size_t(kLogBurst) + size_t(kLogLinesPerSecond * (seconds + 1)));
 }
 
 std::string Name(const ::testing::TestParamInfo<transport::TransportInfo>& info) {
