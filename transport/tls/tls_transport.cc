@@ -226,6 +226,9 @@ absl::StatusOr<SslContext> MakeContext(const TlsOptions& options, bool server,
   // reads as end of stream: the framing layer sees a frame cut short on its own.
   SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_mode(c, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Read what the socket has, not one record header and then its body: two read() calls per
+  // record otherwise, and at many calls in flight every frame is a record of its own.
+  SSL_CTX_set_read_ahead(c, 1);
 
   const bool has_cert = !options.certificate_pem.empty() || !options.certificate_file.empty();
   const bool has_key = !options.private_key_pem.empty() || !options.private_key_file.empty();
@@ -571,7 +574,18 @@ class TlsConnection final : public Connection {
     ERR_clear_error();
     errno = 0;
     int n = SSL_read(c.ssl, into.data(), static_cast<int>(std::min<size_t>(into.size(), 1 << 30)));
-    if (n > 0) return {Step::kDone, static_cast<size_t>(n)};
+    if (n > 0) {
+      // One SSL_read returns one record: take the others already decrypted or buffered too.
+      size_t got = static_cast<size_t>(n);
+      while (got < into.size() && SSL_has_pending(c.ssl) == 1) {
+        ERR_clear_error();
+        int more = SSL_read(c.ssl, static_cast<char*>(into.data()) + got,
+                            static_cast<int>(std::min<size_t>(into.size() - got, 1 << 30)));
+        if (more <= 0) break;  // what it means is seen by the next read
+        got += static_cast<size_t>(more);
+      }
+      return {Step::kDone, got};
+    }
     int error = SSL_get_error(c.ssl, n);
     int saved_errno = errno;
     if (error == SSL_ERROR_WANT_READ) return {Step::kWantRead, size_t{0}};
