@@ -459,7 +459,6 @@ struct Core {
   std::optional<absl::StatusOr<size_t>> read_end;  // 0 after end of stream, or the read error
   // The write in flight (AsyncWrite), or the one TryWrite could not finish.
   std::vector<asio::const_buffer> pending;
-  Connection::WriteHandler write_done;
   std::string record;  // the plaintext of the record being written
   // The length of a record SSL_write could not finish (the socket was full); OpenSSL needs the
   // retry to present the same bytes, so the next record is exactly this long. 0: none.
@@ -522,8 +521,7 @@ class TlsConnection final : public Connection {
       return;
     }
     core_->pending.assign(data.begin(), data.end());
-    core_->write_done = std::move(done);
-    WriteStep(core_, /*inline_call=*/true);
+    WriteStep(core_, std::move(done), /*inline_call=*/true);
   }
 
   asio::awaitable<absl::Status> Write(std::span<const asio::const_buffer> data) override {
@@ -657,13 +655,14 @@ class TlsConnection final : public Connection {
     }
   }
 
-  static void WriteStep(std::shared_ptr<Core> core, bool inline_call) {
+  // `done` travels with the wait, never in Core: a handler held by Core would keep the
+  // connection's owner (and so Core) alive forever if its reactor went away with the wait.
+  static void WriteStep(std::shared_ptr<Core> core, WriteHandler done, bool inline_call) {
     Core& c = *core;
     absl::StatusOr<Step> step = WriteSome(c);
     if (!step.ok() || *step == Step::kDone) {
       absl::Status result = step.status();
       c.pending.clear();
-      WriteHandler done = std::move(c.write_done);
       if (inline_call) {
         asio::post(c.socket.get_executor(),
                    [done = std::move(done), result]() mutable { done(result); });
@@ -672,15 +671,15 @@ class TlsConnection final : public Connection {
       }
       return;
     }
-    c.socket.async_wait(*step == Step::kWantRead ? tcp::socket::wait_read : tcp::socket::wait_write,
-                        [core = std::move(core)](asio::error_code ec) mutable {
-                          if (core->closed || ec == asio::error::operation_aborted) {
-                            core->pending.clear();
-                            WriteHandler done = std::move(core->write_done);
-                            return done(Closed("write"));
-                          }
-                          WriteStep(std::move(core), /*inline_call=*/false);
-                        });
+    c.socket.async_wait(
+        *step == Step::kWantRead ? tcp::socket::wait_read : tcp::socket::wait_write,
+        [core = std::move(core), done = std::move(done)](asio::error_code ec) mutable {
+          if (core->closed || ec == asio::error::operation_aborted) {
+            core->pending.clear();
+            return done(Closed("write"));
+          }
+          WriteStep(std::move(core), std::move(done), /*inline_call=*/false);
+        });
   }
 
   std::shared_ptr<Core> core_;
