@@ -206,10 +206,10 @@ absl::StatusOr<std::shared_ptr<Channel>> Channel::Create(asio::any_io_executor e
                                                          ChannelOptions options) {
   absl::StatusOr<Endpoint> endpoint = ParseEndpoint(uri);
   if (!endpoint.ok()) return endpoint.status();
-  absl::StatusOr<std::unique_ptr<transport::Transport>> transport =
-      transport::NewTransport(endpoint->scheme, executor, options.transports,
-                              transport::TransportOptions{.tls = options.tls,
-                                                          .handshake_timeout = options.connect_timeout});
+  absl::StatusOr<std::unique_ptr<transport::Transport>> transport = transport::NewTransport(
+      endpoint->scheme, executor, options.transports,
+      transport::TransportOptions{.tls = options.tls,
+                                  .handshake_timeout = options.connect_timeout});
   if (!transport.ok()) return transport::Annotate(transport.status(), uri);
   return std::make_shared<Channel>(ConstructionKey(), std::move(executor), *std::move(endpoint),
                                    *std::move(transport), std::move(options));

@@ -904,11 +904,10 @@ absl::StatusOr<Endpoint> Server::Listen(std::string_view uri) {
   if (state_->shut_down) return absl::FailedPreconditionError("Listen after Shutdown");
   absl::StatusOr<Endpoint> endpoint = ParseEndpoint(uri);
   if (!endpoint.ok()) return endpoint.status();
-  absl::StatusOr<std::unique_ptr<transport::Transport>> transport =
-      transport::NewTransport(
-          endpoint->scheme, executor_, state_->options.transports,
-          transport::TransportOptions{.tls = state_->options.tls,
-                                      .handshake_timeout = state_->options.handshake_timeout});
+  absl::StatusOr<std::unique_ptr<transport::Transport>> transport = transport::NewTransport(
+      endpoint->scheme, executor_, state_->options.transports,
+      transport::TransportOptions{.tls = state_->options.tls,
+                                  .handshake_timeout = state_->options.handshake_timeout});
   if (!transport.ok()) return transport::Annotate(transport.status(), uri);
   absl::StatusOr<std::unique_ptr<transport::Listener>> listener = (*transport)->Listen(*endpoint);
   if (!listener.ok())

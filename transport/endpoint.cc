@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "transport/status.h"
 
 namespace courier {
@@ -16,6 +17,9 @@ using transport::AsAbsl;
 
 constexpr std::array<std::string_view, 7> kKnownSchemes = {"tcp",  "tls",  "unix", "udp",
                                                            "pipe", "fifo", "shm"};
+
+// absl::StrJoin's formatter for std::string_view, which Debian's AlphaNum does not take.
+void AppendView(std::string* out, std::string_view s) { out->append(s); }
 
 bool IsHostPortScheme(std::string_view scheme) {
   return scheme == "tcp" || scheme == "tls" || scheme == "udp";
@@ -92,9 +96,9 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view uri) {
   }
   if (std::find(kKnownSchemes.begin(), kKnownSchemes.end(), endpoint.scheme) ==
       kKnownSchemes.end()) {
-    return absl::InvalidArgumentError(absl::StrCat("endpoint '", AsAbsl(uri), "': unknown scheme '",
-                                                   endpoint.scheme,
-                                                   "' (known: tcp, tls, unix, udp, pipe, fifo, shm)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("endpoint '", AsAbsl(uri), "': unknown scheme '", endpoint.scheme,
+                     "' (known: ", absl::StrJoin(kKnownSchemes, ", ", AppendView), ")"));
   }
   if (endpoint.address.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("endpoint '", AsAbsl(uri), "': empty address"));
@@ -104,8 +108,8 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view uri) {
   }
   if (IsHostPortScheme(endpoint.scheme)) {
     // The options after a '?' are the transport's to check (udp://h:7000?dgram=1200).
-    std::string_view host_port = std::string_view(endpoint.address).substr(
-        0, std::string_view(endpoint.address).find('?'));
+    const std::string_view address = endpoint.address;
+    const std::string_view host_port = address.substr(0, address.find('?'));
     if (absl::StatusOr<HostPort> hp = SplitHostPort(host_port); !hp.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("endpoint '", AsAbsl(uri), "': ", hp.status().message()));

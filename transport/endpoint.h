@@ -18,9 +18,9 @@ struct Endpoint {
   friend bool operator==(const Endpoint&, const Endpoint&) = default;
 };
 
-// Parses "scheme://address[?options]". Accepted schemes: tcp, tls, unix, udp, pipe, fifo, shm (whether a
-// transport is built for a scheme is the registry's business). Also accepts gRPC's UNIX forms
-// "unix:path" and "unix:@abstract". kInvalidArgument names the problem: empty input, missing
+// Parses "scheme://address[?options]". Accepted schemes: tcp, tls, unix, udp, pipe, fifo, shm
+// (whether a transport is built for a scheme is the registry's business). Also accepts gRPC's UNIX
+// forms "unix:path" and "unix:@abstract". kInvalidArgument names the problem: empty input, missing
 // "://", unknown scheme, empty address, a tcp/tls/udp address without a port or with a bad one.
 // The options after a '?' stay in `address`; each transport checks its own.
 absl::StatusOr<Endpoint> ParseEndpoint(std::string_view uri);
