@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "transport/tls/openssl_errors.h"
 
 namespace courier::transport::tls {
 namespace {
@@ -38,12 +39,7 @@ using Owned = std::unique_ptr<T, Free>;
 
 // kInternal with `what` and the reasons OpenSSL queued (which this clears).
 absl::Status OpenSslError(absl::string_view what) {
-  std::string reasons;
-  while (unsigned long code = ERR_get_error()) {
-    char text[256];
-    ERR_error_string_n(code, text, sizeof(text));
-    absl::StrAppend(&reasons, reasons.empty() ? "" : "; ", text);
-  }
+  const std::string reasons = OpenSslReasons();
   return absl::InternalError(
       absl::StrCat("dev certificate: ", what, ": ", reasons.empty() ? "no reason given" : reasons));
 }

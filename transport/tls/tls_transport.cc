@@ -35,6 +35,7 @@
 #include "transport/internal/tcp_socket.h"
 #include "transport/status.h"
 #include "transport/tls/dev_cert.h"
+#include "transport/tls/openssl_errors.h"
 
 namespace courier::transport::tls {
 namespace {
@@ -57,21 +58,11 @@ struct SslFree {
 };
 using SslContext = std::shared_ptr<SSL_CTX>;
 
-// The reasons OpenSSL queued on this thread, "; "-joined (and the queue cleared).
-std::string OpenSslReasons() {
-  std::string reasons;
-  while (unsigned long code = ERR_get_error()) {
-    const char* reason = ERR_reason_error_string(code);
-    absl::StrAppend(&reasons, reasons.empty() ? "" : "; ",
-                    reason != nullptr ? reason : absl::StrCat("error ", code));
-  }
-  return reasons;
-}
-
 // --- Address and options ---------------------------------------------------------------------
 
 struct TlsAddress {
   std::string host_port;  // without the query
+  std::string host;       // of host_port, without brackets
   std::string query;      // as given, without '?'
   TlsOptions options;     // the caller's, with the query's overrides
 };
@@ -112,9 +103,9 @@ absl::StatusOr<TlsAddress> ParseAddress(std::string_view address, const TlsOptio
     out.query = std::string(address.substr(q + 1));
   }
   out.host_port = std::string(host_port);
-  if (absl::StatusOr<HostPort> split = SplitHostPort(host_port); !split.ok()) {
-    return BadAddress(address, split.status().message());
-  }
+  absl::StatusOr<HostPort> split = SplitHostPort(host_port);
+  if (!split.ok()) return BadAddress(address, split.status().message());
+  out.host = split->host;
   for (absl::string_view option : absl::StrSplit(out.query, '&', absl::SkipEmpty())) {
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(option, '=');
     std::optional<std::string> value = PercentDecode(kv.second);
@@ -892,7 +883,7 @@ class TlsTransport final : public Transport {
     socket->non_blocking(true, ec);
     socket->set_option(tcp::no_delay(true), ec);
     std::string name = address->options.server_name;
-    if (name.empty()) name = SplitHostPort(address->host_port)->host;
+    if (name.empty()) name = address->host;
     SSL* ssl = SSL_new(ctx->get());
     if (ssl == nullptr) co_return absl::InternalError(absl::StrCat(what, ": SSL_new failed"));
     auto core = std::make_shared<Core>(*std::move(socket), ssl, PeerInfo{});
