@@ -120,6 +120,23 @@ TlsOptions ClientTls(const Pem& trusted_ca) { return TlsOptions{.ca_pem = truste
 
 class TlsTransportTest : public ::testing::Test {
  protected:
+  using Accepted = std::optional<absl::StatusOr<std::unique_ptr<Connection>>>;
+
+  // Starts one Accept on `listener`; its result lands in `into` (which must outlive io_'s run).
+  void StartAccept(Listener& listener, Accepted& into) {
+    asio::co_spawn(io_, listener.Accept(io_.get_executor()),
+                   [&into](std::exception_ptr, absl::StatusOr<std::unique_ptr<Connection>> result) {
+                     into = std::move(result);
+                   });
+  }
+
+  // Where `listener` is, for a raw TCP socket.
+  static asio::ip::tcp::endpoint TcpEndpointOf(Listener& listener) {
+    return asio::ip::tcp::endpoint(
+        asio::ip::make_address("127.0.0.1"),
+        static_cast<unsigned short>(std::stoi(SplitHostPort(HostPortOf(listener))->port)));
+  }
+
   // Listens on 127.0.0.1:0 with `server` options (and `query`); nullptr after a failure.
   std::unique_ptr<Listener> Listen(const TlsOptions& server, std::string query = "",
                                    milliseconds handshake_timeout = milliseconds(10'000)) {
@@ -142,7 +159,7 @@ class TlsTransportTest : public ::testing::Test {
   struct Attempt {
     absl::StatusOr<std::unique_ptr<Connection>> client = absl::UnknownError("not run");
     // What the listener's Accept returned (nullopt: it never returned).
-    std::optional<absl::StatusOr<std::unique_ptr<Connection>>> server;
+    Accepted server;
   };
 
   // A client with `client` options dials `listener` (at `address`, default its own host and
@@ -150,10 +167,7 @@ class TlsTransportTest : public ::testing::Test {
   Attempt Dial(Listener& listener, const TlsOptions& client, std::string address = "",
                milliseconds handshake_timeout = milliseconds(10'000)) {
     Attempt attempt;
-    asio::co_spawn(io_, listener.Accept(io_.get_executor()),
-                   [&](std::exception_ptr, absl::StatusOr<std::unique_ptr<Connection>> result) {
-                     attempt.server = std::move(result);
-                   });
+    StartAccept(listener, attempt.server);
     client_transport_ =
         NewTransport(io_.get_executor(),
                      TransportOptions{.tls = client, .handshake_timeout = handshake_timeout});
@@ -331,11 +345,8 @@ TEST_F(TlsTransportTest, PlaintextClientIsDroppedWithAReason) {
   const Pki& pki = TestPki();
   std::unique_ptr<Listener> listener = Listen(ServerTls(pki.server));
   ASSERT_NE(listener, nullptr);
-  std::optional<absl::StatusOr<std::unique_ptr<Connection>>> accepted;
-  asio::co_spawn(io_, listener->Accept(io_.get_executor()),
-                 [&](std::exception_ptr, absl::StatusOr<std::unique_ptr<Connection>> result) {
-                   accepted = std::move(result);
-                 });
+  Accepted accepted;
+  StartAccept(*listener, accepted);
   std::unique_ptr<Transport> plain = tcp::NewTransport(io_.get_executor());
   absl::StatusOr<std::unique_ptr<Connection>> client =
       RunCoro(io_, plain->Connect(Endpoint{"tcp", HostPortOf(*listener)}));
@@ -418,14 +429,10 @@ void ExpectServerCloses(asio::io_context& io, asio::ip::tcp::socket& socket,
 TEST_F(TlsTransportTest, GarbageClientHelloIsRefused) {
   std::unique_ptr<Listener> listener = Listen(ServerTls(TestPki().server));
   ASSERT_NE(listener, nullptr);
-  std::optional<absl::StatusOr<std::unique_ptr<Connection>>> accepted;
-  asio::co_spawn(io_, listener->Accept(io_.get_executor()),
-                 [&](std::exception_ptr, absl::StatusOr<std::unique_ptr<Connection>> result) {
-                   accepted = std::move(result);
-                 });
+  Accepted accepted;
+  StartAccept(*listener, accepted);
   asio::ip::tcp::socket socket(io_);
-  socket.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"),
-                                         std::stoi(SplitHostPort(HostPortOf(*listener))->port)));
+  socket.connect(TcpEndpointOf(*listener));
   // A handshake record header claiming a ClientHello, then nonsense of the length it claims.
   std::string hello =
       std::string("\x16\x03\x01\x00\x40\x01\x00\x00\x3c", 9) + std::string(60, '\xee');
@@ -438,14 +445,10 @@ TEST_F(TlsTransportTest, GarbageClientHelloIsRefused) {
 TEST_F(TlsTransportTest, ClientThatStallsMidHandshakeIsClosedAtTheTimeout) {
   std::unique_ptr<Listener> listener = Listen(ServerTls(TestPki().server), "", milliseconds(300));
   ASSERT_NE(listener, nullptr);
-  std::optional<absl::StatusOr<std::unique_ptr<Connection>>> accepted;
-  asio::co_spawn(io_, listener->Accept(io_.get_executor()),
-                 [&](std::exception_ptr, absl::StatusOr<std::unique_ptr<Connection>> result) {
-                   accepted = std::move(result);
-                 });
+  Accepted accepted;
+  StartAccept(*listener, accepted);
   asio::ip::tcp::socket socket(io_);
-  socket.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"),
-                                         std::stoi(SplitHostPort(HostPortOf(*listener))->port)));
+  socket.connect(TcpEndpointOf(*listener));
   // The first bytes of a ClientHello record, and then nothing.
   asio::write(socket, asio::buffer(std::string("\x16\x03\x01\x02\x00\x01\x00\x01", 8)));
   ASSERT_TRUE(RunUntil(io_, [&] { return accepted.has_value(); }));
@@ -456,22 +459,15 @@ TEST_F(TlsTransportTest, ClientThatStallsMidHandshakeIsClosedAtTheTimeout) {
 TEST_F(TlsTransportTest, HandshakesInProgressAreBounded) {
   std::unique_ptr<Listener> listener = Listen(ServerTls(TestPki().server));
   ASSERT_NE(listener, nullptr);
-  std::optional<absl::StatusOr<std::unique_ptr<Connection>>> accepted;
-  asio::co_spawn(io_, listener->Accept(io_.get_executor()),
-                 [&](std::exception_ptr, absl::StatusOr<std::unique_ptr<Connection>> result) {
-                   accepted = std::move(result);
-                 });
-  const auto port =
-      static_cast<unsigned short>(std::stoi(SplitHostPort(HostPortOf(*listener))->port));
+  Accepted accepted;
+  StartAccept(*listener, accepted);
+  const asio::ip::tcp::endpoint at = TcpEndpointOf(*listener);
   // Silent peers fill every handshake slot...
   std::vector<asio::ip::tcp::socket> silent;
-  for (size_t i = 0; i < kMaxPendingHandshakes; ++i) {
-    silent.emplace_back(io_).connect(
-        asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
-  }
+  for (size_t i = 0; i < kMaxPendingHandshakes; ++i) silent.emplace_back(io_).connect(at);
   // ...and the next is closed at once, and reported.
   asio::ip::tcp::socket extra(io_);
-  extra.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  extra.connect(at);
   ASSERT_TRUE(RunUntil(io_, [&] { return accepted.has_value(); }));
   EXPECT_THAT(*accepted, StatusIs(absl::StatusCode::kAborted, HasSubstr("handshakes pending")));
   ExpectServerCloses(io_, extra, milliseconds(5'000));
@@ -518,13 +514,9 @@ class RawClientTest : public TlsTransportTest {
   std::pair<absl::Status, RawClientResult> Run(int max_version, std::string alpn_wire) {
     std::unique_ptr<Listener> listener = Listen(ServerTls(TestPki().server));
     if (listener == nullptr) return {absl::InternalError("no listener"), {}};
-    std::optional<absl::StatusOr<std::unique_ptr<Connection>>> accepted;
-    asio::co_spawn(io_, listener->Accept(io_.get_executor()),
-                   [&](std::exception_ptr, absl::StatusOr<std::unique_ptr<Connection>> result) {
-                     accepted = std::move(result);
-                   });
-    const auto port =
-        static_cast<unsigned short>(std::stoi(SplitHostPort(HostPortOf(*listener))->port));
+    Accepted accepted;
+    StartAccept(*listener, accepted);
+    const unsigned short port = TcpEndpointOf(*listener).port();
     RawClientResult client;
     bool done = false;
     std::thread thread([&] {
@@ -606,11 +598,8 @@ TEST_F(TlsTransportTest, LoopbackEndpointListensAndItsEndpointDials) {
   Endpoint local = (*listener)->local_endpoint();
   EXPECT_NE(local.address, loopback.address);  // the real port
   EXPECT_NE(local.address.find("?cert="), std::string::npos);
-  std::optional<absl::StatusOr<std::unique_ptr<Connection>>> accepted;
-  asio::co_spawn(io_, (*listener)->Accept(io_.get_executor()),
-                 [&](std::exception_ptr, absl::StatusOr<std::unique_ptr<Connection>> result) {
-                   accepted = std::move(result);
-                 });
+  Accepted accepted;
+  StartAccept(**listener, accepted);
   EXPECT_THAT(RunCoro(io_, transport->Connect(local)), IsOk());
   ASSERT_TRUE(RunUntil(io_, [&] { return accepted.has_value(); }));
   EXPECT_THAT(*accepted, IsOk());
