@@ -28,6 +28,7 @@
 #include "rpc/internal/session.h"
 #include "rpc/internal/wire.h"
 #include "rpc/wire.pb.h"
+#include "transport/registry.h"
 #include "transport/status.h"
 
 namespace courier {
@@ -85,6 +86,9 @@ class ReactorThreads {
     (void)asio::error::get_netdb_category();
     (void)asio::error::get_addrinfo_category();
     (void)asio::system_category();
+    // And the transports' libraries register their clean-up at exit first (OpenSSL's would
+    // otherwise run before the wait, under threads still using it).
+    transport::PrepareProcess();
     std::atexit([] { Get().WaitForAll(); });
   }
   void WaitForAll() {
@@ -111,6 +115,7 @@ struct OwnedReactor : std::enable_shared_from_this<OwnedReactor> {
       ReactorThreads::on_reactor_thread = true;
       self->io.run();
       self.reset();  // where the channel went on this thread, this detaches it
+      transport::EndThread();
       ReactorThreads::Get().Leave();
     });
   }

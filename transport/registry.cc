@@ -15,7 +15,8 @@ namespace courier::transport {
 namespace {
 
 const TransportInfo kBuiltInTransports[] = {
-    // scheme, factory, fresh same-host endpoint, kernel credentials, confidential
+    // scheme, factory, fresh same-host endpoint, kernel credentials, confidential[, library
+    // set-up per process, and clean-up per thread]
     {"tcp", &tcp::NewTransport, &tcp::LoopbackEndpoint, false, false},  // tcp://127.0.0.1:0
     {"unix", &uds::NewTransport, &uds::LoopbackEndpoint, true, true},   // unix:@courier-<pid>-<n>
     {"shm", &shm::NewTransport, &shm::LoopbackEndpoint, true, true},    // shm://courier-<pid>-<n>
@@ -23,7 +24,8 @@ const TransportInfo kBuiltInTransports[] = {
      true},  // pipe://@courier-<pid>-<n>
     {"fifo", &fifo::NewTransport, &fifo::LoopbackEndpoint, true, true},  // fifo://<dir>/courier-..
     {"udp", &udp::NewTransport, &udp::LoopbackEndpoint, false, false},   // udp://127.0.0.1:0
-    {"tls", &tls::NewTransport, &tls::LoopbackEndpoint, false, true},    // tls://127.0.0.1:0?..
+    {"tls", &tls::NewTransport, &tls::LoopbackEndpoint, false, true, &tls::PrepareProcess,
+     &tls::EndThread},  // tls://127.0.0.1:0?..
 };
 
 }  // namespace
@@ -49,6 +51,18 @@ absl::StatusOr<std::unique_ptr<Transport>> NewTransport(std::string_view scheme,
   absl::StatusOr<const TransportInfo*> info = FindTransport(scheme, table);
   if (!info.ok()) return info.status();
   return (*info)->factory(std::move(executor), options);
+}
+
+void PrepareProcess(std::span<const TransportInfo> table) {
+  for (const TransportInfo& info : table) {
+    if (info.prepare_process != nullptr) info.prepare_process();
+  }
+}
+
+void EndThread(std::span<const TransportInfo> table) {
+  for (const TransportInfo& info : table) {
+    if (info.end_thread != nullptr) info.end_thread();
+  }
 }
 
 }  // namespace courier::transport

@@ -25,6 +25,10 @@ struct TransportInfo {
   // Nobody between the two ends can read or change the bytes: same-host mechanisms, and TLS.
   // Plain tcp:// and udp:// are not; a channel refuses to send call credentials over them.
   bool confidential = false;
+  // Process-wide set-up of the library the transport uses (OpenSSL's), or null.
+  void (*prepare_process)() = nullptr;
+  // Frees what that library keeps for the calling thread (OpenSSL's random generators), or null.
+  void (*end_thread)() = nullptr;
 };
 
 // Every transport this build has.
@@ -39,5 +43,15 @@ absl::StatusOr<std::unique_ptr<Transport>> NewTransport(
     std::string_view scheme, asio::any_io_executor executor,
     std::span<const TransportInfo> table = BuiltInTransports(),
     const TransportOptions& options = {});
+
+// Every transport's prepare_process. Code that keeps threads running into the process's exit
+// calls it before it registers its own exit hook (std::atexit): the libraries register theirs
+// first, so their clean-up runs after that hook has waited for those threads.
+void PrepareProcess(std::span<const TransportInfo> table = BuiltInTransports());
+
+// Every transport's end_thread: a thread that may outlive main's return calls it as it ends,
+// before it tells the exit hook it is done (a library's clean-up at exit cannot free what its
+// per-thread state of a still running thread holds).
+void EndThread(std::span<const TransportInfo> table = BuiltInTransports());
 
 }  // namespace courier::transport

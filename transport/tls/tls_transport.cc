@@ -955,4 +955,8 @@ Endpoint LoopbackEndpoint() {
                                       "&key=", files->private_key_file, "&ca=", files->ca_file)};
 }
 
+void PrepareProcess() { OPENSSL_init_ssl(0, nullptr); }
+
+void EndThread() { OPENSSL_thread_stop(); }
+
 }  // namespace courier::transport::tls

@@ -51,4 +51,9 @@ std::unique_ptr<Transport> NewTransport(asio::any_io_executor executor,
 // a server listens with them and a client that dials the listener's endpoint trusts them.
 Endpoint LoopbackEndpoint();
 
+// OpenSSL's initialisation, which registers its clean-up at exit (TransportInfo::prepare_process).
+void PrepareProcess();
+// OPENSSL_thread_stop: the calling thread's OpenSSL state, freed (TransportInfo::end_thread).
+void EndThread();
+
 }  // namespace courier::transport::tls
