@@ -25,6 +25,7 @@
 #include "asio/use_awaitable.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/connection_io.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/endpoint.h"
 #include "transport/frame.h"
@@ -38,33 +39,15 @@ void PrintTo(const TransportInfo& info, std::ostream* os) { *os << info.scheme; 
 
 namespace {
 
+using ::courier::testing::ReadExactly;
+using ::courier::testing::Write;
+
 using ::courier::testing::IsOk;
 using ::courier::testing::RunCoro;
 using ::courier::testing::RunUntil;
 using ::courier::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-asio::awaitable<absl::Status> Write(Connection& connection, std::string_view data) {
-  asio::const_buffer buffer(data.data(), data.size());
-  co_return co_await connection.Write(std::span<const asio::const_buffer>(&buffer, 1));
-}
-
-// Exactly `n` bytes; kDataLoss if the stream ends first.
-asio::awaitable<absl::StatusOr<std::string>> ReadExactly(Connection& connection, size_t n) {
-  std::string data(n, '\0');
-  size_t filled = 0;
-  while (filled < n) {
-    absl::StatusOr<size_t> got =
-        co_await connection.Read(asio::buffer(data.data() + filled, n - filled));
-    if (!got.ok()) co_return got.status();
-    if (*got == 0) {
-      co_return absl::DataLossError(absl::StrCat("end of stream after ", filled, " of ", n));
-    }
-    filled += *got;
-  }
-  co_return data;
-}
 
 // What one Read returns; empty at end of stream. (Not StatusOr<size_t>: g++ 12 -O2 gives a
 // false -Wmaybe-uninitialized inside co_spawn for that type.)

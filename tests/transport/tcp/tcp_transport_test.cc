@@ -20,6 +20,7 @@
 #include "asio/ip/tcp.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/connection_io.h"
 #include "tests/testing/descriptor_limit.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/endpoint.h"
@@ -29,6 +30,9 @@
 namespace courier::transport::tcp {
 namespace {
 
+using ::courier::testing::ReadExactly;
+using ::courier::testing::Write;
+
 using ::courier::testing::IsOk;
 using ::courier::testing::RunCoro;
 using ::courier::testing::RunUntil;
@@ -36,24 +40,6 @@ using ::courier::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
 using TcpConnection = internal::SocketConnection<asio::ip::tcp>;
-
-asio::awaitable<absl::Status> Write(Connection& connection, std::string_view data) {
-  asio::const_buffer buffer(data.data(), data.size());
-  co_return co_await connection.Write(std::span<const asio::const_buffer>(&buffer, 1));
-}
-
-asio::awaitable<absl::StatusOr<std::string>> ReadExactly(Connection& connection, size_t n) {
-  std::string data(n, '\0');
-  size_t filled = 0;
-  while (filled < n) {
-    absl::StatusOr<size_t> got =
-        co_await connection.Read(asio::buffer(data.data() + filled, n - filled));
-    if (!got.ok()) co_return got.status();
-    if (*got == 0) co_return absl::DataLossError("end of stream");
-    filled += *got;
-  }
-  co_return data;
-}
 
 std::string PortOf(const Endpoint& endpoint) {
   absl::StatusOr<HostPort> host_port = SplitHostPort(endpoint.address);

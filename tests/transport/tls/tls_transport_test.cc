@@ -28,6 +28,7 @@
 #include "asio/write.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/connection_io.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/endpoint.h"
 #include "transport/tcp/tcp_transport.h"
@@ -37,6 +38,9 @@
 namespace courier::transport::tls {
 namespace {
 
+using ::courier::testing::ReadExactly;
+using ::courier::testing::Write;
+
 using ::courier::testing::IsOk;
 using ::courier::testing::RunCoro;
 using ::courier::testing::RunUntil;
@@ -45,24 +49,6 @@ using std::chrono::milliseconds;
 using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-asio::awaitable<absl::Status> Write(Connection& connection, std::string_view data) {
-  asio::const_buffer buffer(data.data(), data.size());
-  co_return co_await connection.Write(std::span<const asio::const_buffer>(&buffer, 1));
-}
-
-asio::awaitable<absl::StatusOr<std::string>> ReadExactly(Connection& connection, size_t n) {
-  std::string data(n, '\0');
-  size_t filled = 0;
-  while (filled < n) {
-    absl::StatusOr<size_t> got =
-        co_await connection.Read(asio::buffer(data.data() + filled, n - filled));
-    if (!got.ok()) co_return got.status();
-    if (*got == 0) co_return absl::DataLossError("end of stream");
-    filled += *got;
-  }
-  co_return data;
-}
 
 // The certificates of one test run: two unrelated CAs, and leaves signed by the first.
 struct Pki {

@@ -29,6 +29,7 @@
 #include "asio/io_context.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/connection_io.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/endpoint.h"
 #include "transport/transport.h"
@@ -36,29 +37,14 @@
 namespace courier::transport::uds {
 namespace {
 
+using ::courier::testing::ReadExactly;
+using ::courier::testing::Write;
+
 using ::courier::testing::IsOk;
 using ::courier::testing::RunCoro;
 using ::courier::testing::RunUntil;
 using ::courier::testing::StatusIs;
 using ::testing::HasSubstr;
-
-asio::awaitable<absl::Status> Write(Connection& connection, std::string_view data) {
-  asio::const_buffer buffer(data.data(), data.size());
-  co_return co_await connection.Write(std::span<const asio::const_buffer>(&buffer, 1));
-}
-
-asio::awaitable<absl::StatusOr<std::string>> ReadExactly(Connection& connection, size_t n) {
-  std::string data(n, '\0');
-  size_t filled = 0;
-  while (filled < n) {
-    absl::StatusOr<size_t> got =
-        co_await connection.Read(asio::buffer(data.data() + filled, n - filled));
-    if (!got.ok()) co_return got.status();
-    if (*got == 0) co_return absl::DataLossError("end of stream");
-    filled += *got;
-  }
-  co_return data;
-}
 
 std::optional<struct stat> Lstat(const std::string& path) {
   struct stat st;
