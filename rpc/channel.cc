@@ -236,6 +236,11 @@ Channel::Channel(ConstructionKey, asio::any_io_executor executor, Endpoint endpo
   // A peer refuses a hello announcing more (PROTOCOL.md §13.1).
   options_.stream_window =
       std::min(options_.stream_window, static_cast<uint32_t>(internal::kMaxStreamCredit));
+  if (absl::StatusOr<const transport::TransportInfo*> info =
+          transport::FindTransport(endpoint_.scheme, options_.transports);
+      info.ok()) {
+    confidential_ = (*info)->confidential;
+  }
   if (options_.metrics_registry != nullptr) {
     metrics_ = std::make_unique<internal::ClientMetrics>(options_.metrics_registry);
   }
@@ -307,9 +312,22 @@ size_t Channel::calls_waiting() const {
                        [this](uint32_t id) { return Unsent(id) != nullptr; });
 }
 
+absl::Status Channel::RunCallCredentials(std::string_view method, Metadata& metadata) const {
+  if (!confidential_ && !options_.allow_insecure_call_credentials) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "call credentials are not sent over ", endpoint_.scheme,
+        ":// (anyone on the path could read them): use tls://, or set "
+        "ChannelOptions::allow_insecure_call_credentials"));
+  }
+  return options_.call_credentials(CallCredentialsContext{method, endpoint_}, metadata);
+}
+
 asio::awaitable<absl::StatusOr<std::string>> Channel::CallBytes(std::string method,
                                                                 std::string request,
                                                                 CallOptions options) {
+  if (absl::Status s = AddCallCredentials(method, options.metadata); !s.ok()) {
+    co_return transport::Annotate(s, method);
+  }
   if (absl::Status s = internal::ValidateMetadata(options.metadata); !s.ok()) {
     co_return transport::Annotate(s, method);
   }
@@ -408,6 +426,9 @@ std::shared_ptr<internal::ClientStream> Channel::OpenStream(std::string_view met
   if (closed_) {
     return ClientStream::Failed(executor_,
                                 absl::CancelledError(absl::StrCat("channel to ", uri_, " is closed")));
+  }
+  if (absl::Status s = AddCallCredentials(method, options.metadata); !s.ok()) {
+    return ClientStream::Failed(executor_, transport::Annotate(s, method));
   }
   if (absl::Status s = internal::ValidateMetadata(options.metadata); !s.ok()) {
     return ClientStream::Failed(executor_, transport::Annotate(s, method));
@@ -541,9 +562,14 @@ void Channel::Dispatch(uint32_t call_id, PendingCall& call) {
   }
   if (!dialing_ && Clock::now() < retry_at_ && !call.wait_for_ready) {
     // Backing off after a failed attempt: fail fast, as gRPC does, rather than dial again.
+    // A refusal keeps its code (kPermissionDenied, say); anything else is kUnavailable.
+    const absl::StatusCode code = last_failure_.code() == absl::StatusCode::kPermissionDenied ||
+                                          last_failure_.code() == absl::StatusCode::kUnauthenticated
+                                      ? last_failure_.code()
+                                      : absl::StatusCode::kUnavailable;
     Complete(
         call,
-        absl::UnavailableError(absl::StrCat(
+        absl::Status(code, absl::StrCat(
             last_failure_.message(), " (waiting ",
             std::chrono::duration_cast<std::chrono::milliseconds>(retry_at_ - Clock::now()).count(),
             " ms before the next attempt)")));
@@ -790,6 +816,7 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<ClientSession>>> Channel::DialOnc
   session_options.pause_reading_when_over_bound = false;
   session_options.stream_window = options_.stream_window;  // new calls wait in the channel instead
   session_options.peer_name = uri_;
+  session_options.accept_refusal = true;
   auto session =
       std::make_shared<ClientSession>(*std::move(connection), std::move(session_options), this);
   session->Start();
@@ -800,6 +827,9 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<ClientSession>>> Channel::DialOnc
       session->closed() ? session->close_status() : absl::CancelledError("handshake abandoned");
   session->DetachChannel();
   session->Close(why);
+  // The server said no in its hello (PROTOCOL.md §6.1a): its code (kPermissionDenied, say)
+  // and reason reach the calls.
+  if (session->refused()) co_return why;
   co_return absl::UnavailableError(
       absl::StrCat("connect to ", uri_, ": no protocol hello: ", why.message()));
 }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -46,6 +47,16 @@ struct BackoffOptions {
   Clock::duration max = std::chrono::seconds(120);
 };
 
+// What ChannelOptions::call_credentials is told about the call it adds credentials to.
+struct CallCredentialsContext {
+  std::string_view method;   // "/package.Service/Method"
+  const Endpoint& endpoint;  // the channel's
+};
+// Adds credentials (a bearer token, say) to a call's metadata. A non-OK status fails the call
+// with it, before anything is sent.
+using CallCredentials =
+    std::function<absl::Status(const CallCredentialsContext& context, Metadata& metadata)>;
+
 struct ChannelOptions {
   // Largest message sent or received; a bigger request fails with kResourceExhausted before it
   // is sent, a bigger response makes the server answer kResourceExhausted.
@@ -86,6 +97,13 @@ struct ChannelOptions {
   // present under mutual TLS (transport/tls/tls_transport.h; the URI's query overrides these).
   // The TLS handshake counts against connect_timeout.
   transport::TlsOptions tls;
+  // Per-call credentials, as gRPC's call credentials: run as each call starts, on the thread
+  // that starts it (a blocking call's own thread: it must be thread-safe), before the call's
+  // metadata is checked. Sent only over transports nobody between the two ends can read
+  // (TransportInfo::confidential: unix, shm, pipe, fifo, tls): over tcp:// and udp:// every
+  // call fails kUnauthenticated, unsent, unless allow_insecure_call_credentials is set.
+  CallCredentials call_credentials;
+  bool allow_insecure_call_credentials = false;
   // Where schemes are looked up; the built-in table by default.
   std::span<const transport::TransportInfo> transports = transport::BuiltInTransports();
 };
@@ -137,6 +155,13 @@ class Channel : public std::enable_shared_from_this<Channel> {
       std::string_view method, std::string payload, size_t message_size, Clock::duration timeout,
       Metadata* response_metadata, bool wait_for_ready = false);
 
+  // Internal, for rpc/stub_support.h: runs ChannelOptions::call_credentials on `metadata`.
+  // Any thread.
+  absl::Status AddCallCredentials(std::string_view method, Metadata& metadata) const {
+    if (!options_.call_credentials) return absl::OkStatus();
+    return RunCallCredentials(method, metadata);
+  }
+
   // Internal, for rpc/stream.h and the stubs: opens a streaming call (its request goes out as
   // soon as the connection allows; writes wait until then). Never fails here: a call that cannot
   // start is returned already ended with its status. Must run on executor().
@@ -177,6 +202,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
   asio::awaitable<absl::StatusOr<std::string>> CallBytes(std::string method, std::string request,
                                                          CallOptions options);
   uint32_t NextCallId();
+  absl::Status RunCallCredentials(std::string_view method, Metadata& metadata) const;
   // Sends `call` on the ready connection if it may go now, else queues it in waiting_ (and
   // dials), or fails it (kUnavailable while backing off, unless wait_for_ready).
   void Dispatch(uint32_t call_id, internal::PendingCall& call);
@@ -228,6 +254,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
   std::string uri_;
   std::unique_ptr<transport::Transport> transport_;
   ChannelOptions options_;
+  bool confidential_ = false;  // the transport's TransportInfo::confidential
   std::unique_ptr<internal::ClientMetrics> metrics_;  // null without metrics
   std::shared_ptr<internal::ClientSession> session_;  // ready for new calls, or null
   bool dialing_ = false;

@@ -1,13 +1,19 @@
 #include "rpc/server.h"
 
+#include <algorithm>
 #include <atomic>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "asio/bind_cancellation_slot.hpp"
 #include "asio/bind_executor.hpp"
 #include "asio/cancellation_signal.hpp"
@@ -72,6 +78,8 @@ struct ServerState {
   std::atomic<uint64_t> calls_refused{0};
   std::atomic<uint64_t> closed_for_abuse{0};
   std::atomic<uint64_t> deadline_checks{0};
+  std::atomic<uint64_t> not_allowed{0};
+  std::atomic<uint64_t> not_authorized{0};
   std::optional<asio::steady_timer> all_closed;  // on main_executor: Shutdown waits here
   Clock::time_point drain_deadline;
 };
@@ -291,7 +299,7 @@ class ServerSession final : public Session {
   void OnClose(const absl::Status& why) override {
     const auto code = why.code();
     if (code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kCancelled &&
-        code != absl::StatusCode::kOk && !abusive_) {
+        code != absl::StatusCode::kOk && !abusive_ && !refused()) {
       LogRateLimited(LogSeverity::kWarning, absl::StrCat("courier server: closing connection from ",
                                                          peer().address, ": ", why.ToString()));
     }
@@ -370,6 +378,7 @@ class ServerSession final : public Session {
               {});
       return;
     }
+    if (state_->options.authorize && !Authorized(id, *header)) return;
     auto method = state_->methods.find(transport::AsAbsl(header->method));
     if (method == state_->methods.end()) {
       if (state_->metrics != nullptr) RecordRefused(state_->metrics->unknown_method());
@@ -434,6 +443,23 @@ class ServerSession final : public Session {
         executor(), RunCall(shared_self(), call, entry, std::move(frame.payload), offset),
         asio::bind_cancellation_slot(call->signal.slot(),
                                      asio::bind_executor(EndInline{end_context_}, asio::detached)));
+  }
+
+  // ServerOptions::authorize; false when it refused the call (which is answered).
+  bool Authorized(uint32_t id, const RequestHeaderView& header) {
+    absl::Status allowed;
+    try {
+      allowed = state_->options.authorize(
+          AuthorizationContext{peer(), header.method, header.metadata});
+    } catch (const std::exception& e) {
+      allowed = absl::InternalError(absl::StrCat("the server's authorize hook failed: ", e.what()));
+    } catch (...) {
+      allowed = absl::InternalError("the server's authorize hook failed");
+    }
+    if (allowed.ok()) return true;
+    state_->not_authorized.fetch_add(1, std::memory_order_relaxed);
+    Respond(id, std::move(allowed), {});
+    return false;
   }
 
   // One timer per session serves every call's deadline, armed for the earliest: a call costs an
@@ -712,8 +738,10 @@ namespace {
 
 void StartSession(const std::shared_ptr<ServerState>& state,
                   const std::shared_ptr<Reactor>& reactor,
-                  std::unique_ptr<transport::Connection> connection, TransportMetrics* metrics) {
+                  std::unique_ptr<transport::Connection> connection, TransportMetrics* metrics,
+                  absl::Status refusal) {
   SessionOptions options;
+  options.refusal = std::move(refusal);
   options.max_message_size = state->options.max_message_size;
   options.keepalive_interval = state->options.keepalive_interval;
   options.keepalive_timeout = state->options.keepalive_timeout;
@@ -734,9 +762,22 @@ void StartSession(const std::shared_ptr<ServerState>& state,
   if (state->shut_down) session->BeginDrain(Clock::now());
 }
 
+// Why the allow-list refuses `peer` (OK: it admits it), for the refused client to report.
+absl::Status CheckAllowList(const PeerAllowList& allow, const transport::PeerInfo& peer) {
+  if (!peer.credentials) {
+    return absl::PermissionDeniedError(
+        "the server admits peers by uid and gid, and this connection carries none");
+  }
+  if (allow.Admits(*peer.credentials)) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat("uid ", peer.credentials->uid, " (gid ",
+                                                  peer.credentials->gid,
+                                                  ") may not connect to this server"));
+}
+
 asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
                                  std::shared_ptr<transport::Listener> listener,
-                                 TransportMetrics* metrics) {
+                                 TransportMetrics* metrics,
+                                 std::optional<PeerAllowList> allow) {
   co_await asio::this_coro::throw_if_cancelled(false);
   // While accept fails (out of descriptors, say), wait before retrying, doubling up to 1 s, and
   // log once per episode: when it starts, and when accepting works again.
@@ -793,11 +834,67 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
                        " connections open (ServerOptions::max_connections)"));
       continue;
     }
+    // The allow-list: a refused peer still gets a hello, carrying the refusal (PROTOCOL.md
+    // §6.1a), from a session that lives at most kRefusalLinger and counts as a connection.
+    absl::Status refusal;
+    if (allow) {
+      refusal = CheckAllowList(*allow, (*connection)->peer());
+      if (!refusal.ok()) {
+        state->not_allowed.fetch_add(1, std::memory_order_relaxed);
+        const transport::PeerInfo& peer = (*connection)->peer();
+        LogRateLimited(
+            LogSeverity::kWarning,
+            absl::StrCat("courier server: refused a connection from ", peer.address,
+                         peer.credentials && peer.credentials->pid != 0
+                             ? absl::StrCat(" (pid ", peer.credentials->pid, ")")
+                             : "",
+                         " on ", listener->local_endpoint().ToString(), ": ", refusal.message()));
+      }
+    }
     state->live_sessions.fetch_add(1);
-    asio::post(reactor->executor, [state, reactor, metrics, c = *std::move(connection)]() mutable {
-      StartSession(state, reactor, std::move(c), metrics);
+    asio::post(reactor->executor, [state, reactor, metrics, c = *std::move(connection),
+                                   refusal = std::move(refusal)]() mutable {
+      StartSession(state, reactor, std::move(c), metrics, std::move(refusal));
     });
   }
+}
+
+// Takes allow_uid=N,N... and allow_gid=N,N... out of `endpoint`'s query (they are the server's,
+// not the transport's). nullopt when there were none.
+absl::StatusOr<std::optional<PeerAllowList>> TakeAllowList(Endpoint& endpoint) {
+  const size_t q = endpoint.address.find('?');
+  if (q == std::string::npos) return std::nullopt;
+  std::optional<PeerAllowList> allow;
+  std::vector<std::string> kept;
+  for (absl::string_view option :
+       absl::StrSplit(absl::string_view(endpoint.address).substr(q + 1), '&', absl::SkipEmpty())) {
+    const bool uid = absl::StartsWith(option, "allow_uid=");
+    if (!uid && !absl::StartsWith(option, "allow_gid=")) {
+      kept.emplace_back(option);
+      continue;
+    }
+    if (!allow) allow.emplace();
+    const absl::string_view list = option.substr(option.find('=') + 1);
+    for (absl::string_view item : absl::StrSplit(list, ',')) {
+      uint32_t id = 0;
+      const bool digits = !item.empty() && std::all_of(item.begin(), item.end(), [](char c) {
+        return c >= '0' && c <= '9';
+      });
+      if (!digits || !absl::SimpleAtoi(item, &id)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            option.substr(0, option.find('=')), ": '", Printable(std::string_view(item.data(), item.size())),
+            "' is not a number (a comma-separated list of numeric ids)"));
+      }
+      if (uid) {
+        allow->uids.push_back(id);
+      } else {
+        allow->gids.push_back(id);
+      }
+    }
+  }
+  endpoint.address.resize(q);
+  if (!kept.empty()) absl::StrAppend(&endpoint.address, "?", absl::StrJoin(kept, "&"));
+  return allow;
 }
 
 }  // namespace
@@ -807,6 +904,11 @@ void CloseAllSessions(const std::shared_ptr<Reactor>& reactor) {
   for (ServerSession* s : sessions) s->Close(absl::CancelledError("server closed the connection"));
 }
 }  // namespace internal
+
+bool PeerAllowList::Admits(const transport::PeerCredentials& peer) const {
+  return std::find(uids.begin(), uids.end(), peer.uid) != uids.end() ||
+         std::find(gids.begin(), gids.end(), peer.gid) != gids.end();
+}
 
 using internal::Reactor;
 using internal::ServerState;
@@ -904,6 +1006,20 @@ absl::StatusOr<Endpoint> Server::Listen(std::string_view uri) {
   if (state_->shut_down) return absl::FailedPreconditionError("Listen after Shutdown");
   absl::StatusOr<Endpoint> endpoint = ParseEndpoint(uri);
   if (!endpoint.ok()) return endpoint.status();
+  absl::StatusOr<std::optional<PeerAllowList>> allow = internal::TakeAllowList(*endpoint);
+  if (!allow.ok()) return transport::Annotate(allow.status(), uri);
+  if (!*allow && !state_->options.allowed_peers.empty()) *allow = state_->options.allowed_peers;
+  if (*allow) {  // never an empty list: the URI's has an id at least
+    absl::StatusOr<const transport::TransportInfo*> info =
+        transport::FindTransport(endpoint->scheme, state_->options.transports);
+    if (info.ok() && !(*info)->kernel_credentials) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          transport::AsAbsl(uri), ": an allow-list by uid and gid needs kernel credentials, which ",
+          endpoint->scheme,
+          ":// connections do not carry (unix://, shm:// and fifo:// do; elsewhere use the "
+          "authorize hook, or tls:// with client certificates)"));
+    }
+  }
   absl::StatusOr<std::unique_ptr<transport::Transport>> transport = transport::NewTransport(
       endpoint->scheme, executor_, state_->options.transports,
       transport::TransportOptions{.tls = state_->options.tls,
@@ -926,7 +1042,8 @@ absl::StatusOr<Endpoint> Server::Listen(std::string_view uri) {
   state_->transports.push_back(*std::move(transport));
   state_->listeners.push_back(shared);
   endpoints_.push_back(shared->local_endpoint());
-  asio::co_spawn(executor_, internal::AcceptLoop(state_, shared, metrics), asio::detached);
+  asio::co_spawn(executor_, internal::AcceptLoop(state_, shared, metrics, *std::move(allow)),
+                 asio::detached);
   return endpoints_.back();
 }
 
@@ -970,6 +1087,8 @@ ServerStats Server::stats() const {
   return ServerStats{.connections_refused = state_->connections_refused.load(),
                      .calls_refused = state_->calls_refused.load(),
                      .connections_closed_for_abuse = state_->closed_for_abuse.load(),
+                     .connections_not_allowed = state_->not_allowed.load(),
+                     .calls_not_authorized = state_->not_authorized.load(),
                      .deadline_checks = state_->deadline_checks.load()};
 }
 

@@ -2,6 +2,8 @@
 // coroutine on the reactor that read it, so a slow handler never blocks others. RPC layer, public.
 #pragma once
 
+#include <sys/types.h>
+
 #include <functional>
 #include <memory>
 #include <span>
@@ -27,6 +29,30 @@ namespace courier {
 namespace internal {
 struct ServerState;
 }  // namespace internal
+
+// Who may connect, by the kernel's word (unix://, shm:// and fifo://, whose connections carry
+// PeerInfo::credentials: TransportInfo::kernel_credentials). Empty: anyone who can reach the
+// endpoint. Otherwise a peer is served if its uid is in `uids` or its gid (the primary group
+// the kernel reports, not supplementary groups) is in `gids`.
+struct PeerAllowList {
+  std::vector<uid_t> uids;
+  std::vector<gid_t> gids;
+  bool empty() const { return uids.empty() && gids.empty(); }
+  bool Admits(const transport::PeerCredentials& peer) const;
+};
+
+// What ServerOptions::authorize is asked about. `method` and `metadata` are the request's as
+// the client sent them (not yet matched against the methods served: a caller probing for
+// method names is refused like any other).
+struct AuthorizationContext {
+  const transport::PeerInfo& peer;
+  std::string_view method;  // "/package.Service/Method"
+  const Metadata& metadata;
+};
+// OK serves the call; any other status is its answer, and the handler never runs (return
+// kUnauthenticated for missing or bad credentials, kPermissionDenied for a caller who may not
+// call this method).
+using Authorizer = std::function<absl::Status(const AuthorizationContext& context)>;
 
 struct ServerOptions {
   // Largest request accepted; a bigger one is refused by the client before sending (our limit
@@ -74,6 +100,16 @@ struct ServerOptions {
   // clients (transport/tls/tls_transport.h; the URI's query overrides these). The TLS handshake
   // is bounded by handshake_timeout, and a connection's hello by it again after that.
   transport::TlsOptions tls;
+  // unix://, shm:// and fifo:// only: who may connect (PeerAllowList). A listener whose URI has
+  // allow_uid=1000,1001 and/or allow_gid=100 in its query admits those instead. A refused peer
+  // gets kPermissionDenied in the server's hello (PROTOCOL.md §6.1a), which its calls report;
+  // the server logs it (rate-limited) and closes within kRefusalLinger (1 s). Listen on a
+  // transport without kernel credentials with a non-empty list is kInvalidArgument.
+  PeerAllowList allowed_peers;
+  // Runs before every call's handler, on the connection's reactor, for every transport; must not
+  // block (it holds up the connection's other calls) or throw (that answers kInternal). Null:
+  // every call is served.
+  Authorizer authorize;
   std::span<const transport::TransportInfo> transports = transport::BuiltInTransports();
 };
 
@@ -82,6 +118,8 @@ struct ServerStats {
   uint64_t connections_refused = 0;           // over max_connections
   uint64_t calls_refused = 0;                 // over max_concurrent_calls
   uint64_t connections_closed_for_abuse = 0;  // too many pings, cancels or refused calls
+  uint64_t connections_not_allowed = 0;       // refused by the allow-list (allowed_peers)
+  uint64_t calls_not_authorized = 0;          // refused by ServerOptions::authorize
   uint64_t deadline_checks = 0;               // calls examined when a deadline timer fired
 };
 
@@ -112,8 +150,9 @@ class Server {
   void OnShutdown(std::function<void()> hook);
 
   // Starts listening on `uri` (callable several times, for several endpoints) and returns the
-  // resolved endpoint (the real port for port 0). kInvalidArgument for a bad URI or unknown
-  // scheme, kAlreadyExists when the address is taken, kFailedPrecondition after Shutdown. The
+  // resolved endpoint (the real port for port 0; without allow_uid and allow_gid, which are the
+  // server's). kInvalidArgument for a bad URI, an unknown scheme or an allow-list on a transport
+  // without kernel credentials, kAlreadyExists when the address is taken, kFailedPrecondition after Shutdown. The
   // first call also starts the metrics endpoint (ServerOptions::metrics_listen), and fails
   // kInvalidArgument for a malformed address or kUnavailable when it cannot be bound.
   absl::StatusOr<Endpoint> Listen(std::string_view uri);

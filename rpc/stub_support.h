@@ -68,6 +68,9 @@ asio::awaitable<absl::StatusOr<Response>> UnaryCall(std::shared_ptr<Channel> cha
         absl::StrCat(method, ": request ", request.GetTypeName(),
                      " is missing required fields: ", request.InitializationErrorString())));
   }
+  if (absl::Status s = channel->AddCallCredentials(method, options.metadata); !s.ok()) {
+    return FailedCall<Response>(absl::Status(s.code(), absl::StrCat(method, ": ", s.message())));
+  }
   if (absl::Status s = ValidateMetadata(options.metadata); !s.ok()) {
     return FailedCall<Response>(absl::Status(s.code(), absl::StrCat(method, ": ", s.message())));
   }

@@ -55,8 +55,18 @@ Session::Session(std::unique_ptr<transport::Connection> connection, SessionOptio
 
 void Session::Start() {
   Send(HelloFrame(framed_.limits().max_payload, options_.max_concurrent_calls,
-                  options_.stream_window));
+                  options_.stream_window, options_.refusal));
   if (closed_) return;
+  if (!options_.refusal.ok()) {
+    // PROTOCOL.md §6.1a: nothing after the refusal; its reader closes first, or we do shortly.
+    refusing_ = true;
+    StartRead();
+    flush_timer_.expires_after(kRefusalLinger);
+    flush_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+      if (!ec) self->Close(self->options_.refusal);
+    });
+    return;
+  }
   StartRead();
   if (options_.keepalive_interval.count() > 0) {
     asio::co_spawn(
@@ -162,6 +172,18 @@ absl::Status Session::HandleHello(const Frame& frame) {
     return absl::FailedPreconditionError(
         absl::StrCat("protocol error: peer announced stream_window ", hello.stream_window(),
                      ", above the maximum of ", kMaxStreamCredit));
+  }
+  if (hello.refusal_code() != 0) {
+    if (!options_.accept_refusal) {
+      return absl::DataLossError("protocol error: a client's hello carries a refusal");
+    }
+    peer_refused_ = true;
+    const uint32_t code = hello.refusal_code();
+    return absl::Status(code > static_cast<uint32_t>(absl::StatusCode::kUnauthenticated)
+                            ? absl::StatusCode::kUnknown
+                            : static_cast<absl::StatusCode>(code),
+                        absl::StrCat(options_.peer_name, " refused the connection: ",
+                                     Printable(hello.refusal_message())));
   }
   peer_hello_ = std::move(hello);
   return absl::OkStatus();
@@ -281,6 +303,10 @@ void Session::PostProcessFrames() {
 }
 
 bool Session::HandleFrame(Frame& f) {
+  if (refusing_) {
+    transport::ReturnBuffer(std::move(f.payload));
+    return true;
+  }
   if (!peer_hello_) {
     absl::Status s = f.type == FrameType::kHello
                          ? HandleHello(f)

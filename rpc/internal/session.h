@@ -88,7 +88,16 @@ struct SessionOptions {
   // Sent in our hello: the window we grant each streaming call (0: we take no streaming calls).
   uint32_t stream_window = 0;
   std::string peer_name;  // for messages, e.g. the endpoint a client dialled
+  // Servers: refuse the peer in our hello (PROTOCOL.md §6.1a) with this status, then read and
+  // drop what it sends until it closes, at most kRefusalLinger, and close with this status.
+  absl::Status refusal;
+  // Clients: the peer's hello may refuse us (then the session closes with the refusal's code);
+  // a server that receives a refusal closes on a protocol error.
+  bool accept_refusal = false;
 };
+
+// How long a refusing server waits for the refused client to close first (PROTOCOL.md §6.1a).
+inline constexpr Clock::duration kRefusalLinger = std::chrono::seconds(1);
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
@@ -121,6 +130,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void GoAwayAndClose(uint32_t last_call_id, absl::Status why);
 
   bool closed() const { return closed_; }
+  // True when we refused the peer (SessionOptions::refusal) or the peer's hello refused us.
+  bool refused() const { return refusing_ || peer_refused_; }
   // True once the peer's hello has arrived.
   bool handshaken() const { return peer_hello_.has_value(); }
   // Largest payload the peer accepts (its hello), or our own limit before the hello arrives;
@@ -210,6 +221,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool flush_posted_ = false;  // SendSoon's flush is in the reactor's queue
   bool close_after_flush_ = false;
   bool closed_ = false;
+  bool refusing_ = false;     // we refused the peer: its frames are dropped
+  bool peer_refused_ = false;  // the peer's hello refused us
   absl::Status flush_status_;
 };
 

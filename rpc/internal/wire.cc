@@ -307,8 +307,12 @@ absl::Status StatusFromWire(const wire::ResponseHeader& header) {
 }
 
 transport::Frame HelloFrame(uint32_t max_frame_payload, uint32_t max_concurrent_calls,
-                            uint32_t stream_window) {
+                            uint32_t stream_window, const absl::Status& refusal) {
   wire::Hello hello;
+  if (!refusal.ok()) {  // PROTOCOL.md §6.1a
+    hello.set_refusal_code(static_cast<uint32_t>(refusal.code()));
+    hello.set_refusal_message(std::string(refusal.message()));
+  }
   hello.set_stream_window(stream_window);
   hello.set_version(kProtocolVersion);
   hello.set_max_frame_payload(max_frame_payload);

@@ -78,7 +78,8 @@ Metadata FromWire(const google::protobuf::RepeatedPtrField<wire::MetadataEntry>&
 absl::Status StatusFromWire(const wire::ResponseHeader& header);
 
 transport::Frame HelloFrame(uint32_t max_frame_payload, uint32_t max_concurrent_calls = 0,
-                            uint32_t stream_window = 0);
+                            uint32_t stream_window = 0,
+                            const absl::Status& refusal = absl::OkStatus());
 
 // A kWindow frame granting `bytes` (1 .. 2^31-1) more message bytes on stream `call_id`.
 transport::Frame WindowFrame(uint32_t call_id, uint32_t bytes);
