@@ -458,6 +458,12 @@ class ServerSession final : public Session {
     }
     if (allowed.ok()) return true;
     state_->not_authorized.fetch_add(1, std::memory_order_relaxed);
+    if (state_->metrics != nullptr) {
+      auto method = state_->methods.find(transport::AsAbsl(header.method));
+      RecordRefused(method != state_->methods.end() ? method->second.metrics
+                                                    : state_->metrics->unknown_method(),
+                    allowed.code());
+    }
     Respond(id, std::move(allowed), {});
     return false;
   }
@@ -648,8 +654,9 @@ class ServerSession final : public Session {
 
   // A call answered at once with kUnimplemented (an unknown method, or the wrong kind of call)
   // counts as started and finished.
-  static void RecordRefused(MethodMetrics* metrics) {
-    if (metrics != nullptr) metrics->Finished(absl::StatusCode::kUnimplemented, metrics->Started());
+  static void RecordRefused(MethodMetrics* metrics,
+                            absl::StatusCode code = absl::StatusCode::kUnimplemented) {
+    if (metrics != nullptr) metrics->Finished(code, metrics->Started());
   }
 
   static void RecordFinished(const ServerCall& call, const absl::StatusOr<std::string>& result,
@@ -841,11 +848,14 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
       refusal = CheckAllowList(*allow, (*connection)->peer());
       if (!refusal.ok()) {
         state->not_allowed.fetch_add(1, std::memory_order_relaxed);
+        if (metrics != nullptr) metrics->not_allowed->Increment();
         const transport::PeerInfo& peer = (*connection)->peer();
         LogRateLimited(
             LogSeverity::kWarning,
             absl::StrCat("courier server: refused a connection from ", peer.address,
-                         peer.credentials && peer.credentials->pid != 0
+                         // (unix:// addresses name the pid already; fifo:// knows none)
+                         peer.credentials && peer.credentials->pid != 0 &&
+                                 !absl::StrContains(peer.address, "pid=")
                              ? absl::StrCat(" (pid ", peer.credentials->pid, ")")
                              : "",
                          " on ", listener->local_endpoint().ToString(), ": ", refusal.message()));

@@ -144,6 +144,10 @@ ServerMetrics::ServerMetrics(std::shared_ptr<prometheus::Registry> registry)
                             .Help("Connections closed because the client broke the protocol (a "
                                   "corrupt or misplaced frame), by transport")
                             .Register(*registry_)),
+      not_allowed_(&prometheus::BuildCounter()
+                        .Name("courier_server_connections_not_allowed_total")
+                        .Help("Connections refused by the uid/gid allow-list, by transport")
+                        .Register(*registry_)),
       unknown_(families_, "unknown") {}
 
 // The exposer goes first: its threads may be collecting from the registry until it stops.
@@ -160,7 +164,8 @@ TransportMetrics* ServerMetrics::ForTransport(const std::string& scheme) {
     entry = std::make_unique<TransportMetrics>(
         TransportMetrics{.open = &connections_open_->Add(labels),
                          .accepted = &connections_accepted_->Add(labels),
-                         .protocol_errors = &protocol_errors_->Add(labels)});
+                         .protocol_errors = &protocol_errors_->Add(labels),
+                         .not_allowed = &not_allowed_->Add(labels)});
   }
   return entry.get();
 }

@@ -34,13 +34,15 @@ namespace courier::internal {
 //   courier_server_connections_open{transport}            gauge    ("tcp", "unix", ...)
 //   courier_server_connections_accepted_total{transport}  counter
 //   courier_server_protocol_errors_total{transport}       counter
+//   courier_server_connections_not_allowed_total{transport}  counter  (ServerOptions::allowed_peers)
 // Message bytes are protobuf bytes, without frame and call headers: a unary call's request and
 // response, each message of a streaming call. A server counts a call once its method is looked
 // up: calls to methods it does not serve go under method="unknown" (so a peer sending random
 // names cannot make label values without bound), and with the wrong kind (unary/streaming)
 // under the method, both finished UNIMPLEMENTED at once; calls refused before the lookup (a
 // malformed header, over max_concurrent_calls or max_message_size, while draining) are not
-// counted per method (ServerStats counts some). A server call ends when its handler returns
+// counted per method (ServerStats counts some). A call ServerOptions::authorize refuses is
+// counted as finished with the hook's code, under its method (or "unknown"). A server call ends when its handler returns
 // (or is cancelled), with the status sent; a client call when its result is returned (a
 // stream: when the channel releases it, just after its end).
 
@@ -97,6 +99,7 @@ struct TransportMetrics {
   // Connections closed because the peer broke the protocol (IsProtocolError): one rejected
   // frame each, since the first such frame closes the connection.
   prometheus::Counter* protocol_errors;
+  prometheus::Counter* not_allowed;  // refused by the allow-list
 };
 
 // True for the statuses a session closes with when the peer broke the protocol: kDataLoss
@@ -134,6 +137,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>* connections_open_;
   prometheus::Family<prometheus::Counter>* connections_accepted_;
   prometheus::Family<prometheus::Counter>* protocol_errors_;
+  prometheus::Family<prometheus::Counter>* not_allowed_;
   MethodMetrics unknown_;
   std::vector<std::unique_ptr<MethodMetrics>> methods_;
   absl::flat_hash_map<std::string, std::unique_ptr<TransportMetrics>> transports_;

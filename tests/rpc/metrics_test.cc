@@ -3,6 +3,8 @@
 // the three kinds of streaming call, unknown methods, protocol errors and connections move the
 // counters by exactly what happened, on both sides; and the HTTP endpoint answers GET /metrics
 // only and keeps serving through a flood of junk requests.
+#include <unistd.h>
+
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -510,6 +512,50 @@ TEST(MetricsOptions, WithoutMetricsThereIsNoEndpoint) {
   Server server(io.get_executor());
   ASSERT_THAT(server.Listen("tcp://127.0.0.1:0"), IsOk());
   EXPECT_EQ(server.metrics_endpoint(), "");
+}
+
+TEST(MetricsOptions, RefusalsByTheAllowListAndTheAuthorizeHookAreCounted) {
+  asio::io_context io;
+  auto registry = std::make_shared<prometheus::Registry>();
+  ServerOptions options;
+  options.metrics_registry = registry;
+  options.allowed_peers.uids = {getuid() + 1};
+  options.authorize = [](const AuthorizationContext& context) {
+    return context.method == kUnary ? absl::PermissionDeniedError("no") : absl::OkStatus();
+  };
+  GenericService service;
+  service.AddRawMethod(kUnary, [](ServerContext&, std::string_view request)
+                                   -> asio::awaitable<absl::StatusOr<std::string>> {
+    co_return std::string(request);
+  });
+  Server server(io.get_executor(), options);
+  ASSERT_THAT(server.AddService(service), IsOk());
+  // Refused at the door: unix:// carries the uid, and ours is not on the list.
+  absl::StatusOr<Endpoint> refused = server.Listen(
+      absl::StrCat(transport::FindTransport("unix").value()->loopback_endpoint().ToString()));
+  ASSERT_THAT(refused, IsOk());
+  // Admitted (the URI's list), then refused per call by the hook.
+  absl::StatusOr<Endpoint> admitted = server.Listen(absl::StrCat(
+      transport::FindTransport("unix").value()->loopback_endpoint().ToString(), "?allow_uid=",
+      getuid()));
+  ASSERT_THAT(admitted, IsOk());
+  auto outsider = Channel::Create(io.get_executor(), refused->ToString()).value();
+  EXPECT_THAT(RunCoro(io, outsider->Call(kUnary, "x")),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  auto insider = Channel::Create(io.get_executor(), admitted->ToString()).value();
+  EXPECT_THAT(RunCoro(io, insider->Call(kUnary, "x")),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(RunCoro(io, insider->Call("/no.Such/Method", "x")),
+              StatusIs(absl::StatusCode::kUnimplemented));
+  EXPECT_EQ(Value(*registry, "courier_server_connections_not_allowed_total",
+                  {{"transport", "unix"}}),
+            1);
+  EXPECT_EQ(Value(*registry, "courier_server_handled_total",
+                  {{"method", kUnary}, {"code", "PERMISSION_DENIED"}}),
+            1);
+  EXPECT_EQ(Value(*registry, "courier_server_handled_total",
+                  {{"method", "unknown"}, {"code", "UNIMPLEMENTED"}}),
+            1);
 }
 
 }  // namespace
