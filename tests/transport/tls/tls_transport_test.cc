@@ -5,9 +5,11 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -240,6 +242,34 @@ TEST_F(TlsTransportTest, ServerFromAnotherCaIsRefused) {
   EXPECT_THAT(attempt.client.status().message(), HasSubstr("unable to get local issuer"));
   EXPECT_THAT(*attempt.server,
               StatusIs(absl::StatusCode::kAborted, HasSubstr("tls handshake with 127.0.0.1:")));
+}
+
+// Client contexts are shared across transports while the settings stay the same; a CA file
+// replaced under the same path (a rotation, written elsewhere and renamed in) is read again.
+TEST_F(TlsTransportTest, AReplacedCaFileIsReadAgain) {
+  const Pki& pki = TestPki();
+  std::unique_ptr<Listener> listener = Listen(ServerTls(pki.server));
+  ASSERT_NE(listener, nullptr);
+  const std::string dir = ::testing::TempDir();
+  const std::string ca_file = absl::StrCat(dir, "/courier-rotated-ca-", getpid(), ".pem");
+  auto install = [&](const std::string& pem) {
+    const std::string staged = ca_file + ".new";
+    std::FILE* f = std::fopen(staged.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fwrite(pem.data(), 1, pem.size(), f);
+    std::fclose(f);
+    ASSERT_EQ(std::rename(staged.c_str(), ca_file.c_str()), 0);
+  };
+  install(pki.other_ca.certificate);
+  EXPECT_THAT(Dial(*listener, TlsOptions{.ca_file = ca_file}).client,
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("certificate verify failed")));
+  install(pki.ca.certificate);
+  EXPECT_THAT(Dial(*listener, TlsOptions{.ca_file = ca_file}).client, IsOk());
+  EXPECT_THAT(Dial(*listener, TlsOptions{.ca_file = ca_file}).client, IsOk()) << "and again";
+  install(pki.other_ca.certificate);
+  EXPECT_THAT(Dial(*listener, TlsOptions{.ca_file = ca_file}).client,
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("certificate verify failed")));
+  std::remove(ca_file.c_str());
 }
 
 TEST_F(TlsTransportTest, ExpiredServerCertificateIsRefused) {
