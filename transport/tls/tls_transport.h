@@ -17,6 +17,11 @@
 // One URI can serve both ends (the listener ignores server_name, a client client_auth), and a
 // listener's local_endpoint() keeps the query it was given, so tests dial what they listened on.
 //
+// A client context (CA store, certificate, key) is made once per process for each distinct
+// setting and shared by every connection that uses it (at most 16; a file replaced under its
+// path is read again). A server certificate without a chain in its file gets its chain built
+// once, at Listen, from `ca` (the root left out).
+//
 // The handshake: TLS 1.2 at least, OpenSSL's default cipher suites, ALPN "courier/1" required
 // by both sides (a server refuses a client that offers other protocols only; a client refuses
 // a server that does not choose courier/1), no renegotiation, no session tickets. A client
