@@ -254,6 +254,15 @@ SESSION_SEEDS = {
                    b''.join(open_stream(i, STREAM) + message(i, bytes([i])) for i in range(1, 9)) +
                    b''.join(half_close(i) for i in range(1, 9, 2)) +
                    b''.join(frame(CANCEL, 0, i) for i in range(2, 9, 2)),
+    # ServerOptions::authorize (session_fuzz.cc refuses metadata "x-deny"), and the refusal
+    # fields of a hello (PROTOCOL.md §6.1a), which a client never sends.
+    'authorize_refuses': bytes([HOLD | READ_16]) + HI +
+                         call(1, ECHO, b'no', metadata=[(b'x-deny', b'1')]) +
+                         call(2, b'/fuzz.Fuzz/Nope', b'', metadata=[(b'x-deny', b'')]) +
+                         call(3, ECHO, b'yes', metadata=[(b'x-allow', b'1')]),
+    'hello_refusal_first': bytes([HOLD | READ_ALL]) +
+                           frame(HELLO, 0, 0, uint_field(1, 1) + uint_field(6, 7) +
+                                 bytes_field(7, b'you may not')) + call(1, ECHO, b'x'),
     'stream_shutdown_half_way': bytes([SHUTDOWN | HOLD | READ_16]) + HS +
                                 open_stream(1, STREAM) + message(1, b'a') + message(1, b'b') +
                                 half_close(1),

@@ -475,6 +475,13 @@ void Run(const uint8_t* data, size_t size) {
     asio::io_context io(1);
     ServerOptions options;
     options.transports = kTransports;
+    // A call carrying metadata "x-deny" is refused before its method is looked up.
+    options.authorize = [](const AuthorizationContext& context) {
+      for (const auto& [key, value] : context.metadata) {
+        if (key == "x-deny") return absl::PermissionDeniedError("denied by the fuzz policy");
+      }
+      return absl::OkStatus();
+    };
     auto server = std::make_unique<Server>(io.get_executor(), options);
     FUZZ_CHECK(server->AddService(service->service()).ok());
     FUZZ_CHECK(server->Listen(kEndpoint).ok());
