@@ -7,7 +7,6 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,6 +27,7 @@
 #include "streams.courier.h"
 #include "tests/rpc/raw_peer.h"
 #include "tests/rpc/test_service.h"
+#include "tests/testing/log_capture.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/registry.h"
 #include "transport/status.h"
@@ -41,6 +41,7 @@ using ::courier::test::streams::StreamsService;
 using ::courier::test::streams::StreamsStub;
 using ::courier::test::streams::Summary;
 using ::courier::testing::IsOk;
+using ::courier::testing::LogCapture;
 using ::courier::testing::RawPeer;
 using ::courier::testing::RunCoro;
 using ::courier::testing::RunUntil;
@@ -84,33 +85,6 @@ class Streams final : public StreamsService {
     }
     co_return absl::OkStatus();
   }
-};
-
-// Collects log lines for the test's duration.
-class LogCapture {
- public:
-  LogCapture() {
-    SetLogSink([this](LogSeverity, std::string_view line) {
-      std::lock_guard lock(mutex_);
-      lines_.emplace_back(line);
-    });
-  }
-  ~LogCapture() { SetLogSink(nullptr); }
-  std::vector<std::string> Lines() {
-    std::lock_guard lock(mutex_);
-    return lines_;
-  }
-  std::vector<std::string> Matching(std::string_view needle) {
-    std::vector<std::string> out;
-    for (const std::string& line : Lines()) {
-      if (line.find(needle) != std::string::npos) out.push_back(line);
-    }
-    return out;
-  }
-
- private:
-  std::mutex mutex_;
-  std::vector<std::string> lines_;
 };
 
 // The value of `key` in `metadata`, if present.

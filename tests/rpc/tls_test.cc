@@ -5,7 +5,6 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -23,6 +22,7 @@
 #include "rpc/log.h"
 #include "rpc/server.h"
 #include "rpc/service.h"
+#include "tests/testing/log_capture.h"
 #include "tests/testing/status_matchers.h"
 #include "transport/tls/dev_cert.h"
 
@@ -30,6 +30,7 @@ namespace courier {
 namespace {
 
 using ::courier::testing::IsOk;
+using ::courier::testing::LogCapture;
 using ::courier::testing::RunCoro;
 using ::courier::testing::RunUntil;
 using ::courier::testing::StatusIs;
@@ -65,30 +66,6 @@ const Certificates& Certs() {
   }();
   return *certs;
 }
-
-// Collects log lines for the test's duration.
-class LogCapture {
- public:
-  LogCapture() {
-    SetLogSink([this](LogSeverity, std::string_view line) {
-      std::lock_guard lock(mutex_);
-      lines_.emplace_back(line);
-    });
-  }
-  ~LogCapture() { SetLogSink(nullptr); }
-  std::vector<std::string> Matching(std::string_view needle) {
-    std::lock_guard lock(mutex_);
-    std::vector<std::string> out;
-    for (const std::string& line : lines_) {
-      if (line.find(needle) != std::string::npos) out.push_back(line);
-    }
-    return out;
-  }
-
- private:
-  std::mutex mutex_;
-  std::vector<std::string> lines_;
-};
 
 class TlsCallTest : public ::testing::Test {
  protected:
