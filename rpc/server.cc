@@ -166,6 +166,10 @@ class ServerSession final : public Session {
   // connection is closed at most kShutdownGrace later whatever the peer does.
   void BeginDrain(Clock::time_point deadline) {
     if (draining_ || closed()) return;
+    if (refused()) {  // it was told everything already (PROTOCOL.md §6.1a): nothing more
+      Close(absl::CancelledError("server shutting down"));
+      return;
+    }
     draining_ = true;
     wire::GoAway goaway;
     goaway.set_last_call_id(max_call_id_);

@@ -462,6 +462,24 @@ TEST_P(AllowListTest, ARefusalIsAHelloAndTheServerClosesWithinASecond) {
   EXPECT_TRUE(RunUntil(io_, [&] { return server_->connections() == 0; }));
 }
 
+TEST_P(AllowListTest, ShutdownClosesARefusedConnectionWithoutAGoaway) {
+  ServerOptions options;
+  options.allowed_peers.uids = {getuid() + 1};
+  StartServer(options);
+  auto peer = RawPeer::Connect(io_, GetParam(), endpoint_);
+  ASSERT_NE(peer, nullptr);
+  ASSERT_TRUE(peer->ReadFrames(io_, 1));
+  ASSERT_TRUE(RunUntil(io_, [&] { return server_->connections() == 1; }));
+  const auto start = std::chrono::steady_clock::now();
+  RunCoro(io_, server_->Shutdown(std::chrono::seconds(5)));
+  peer->ReadUntilClosed(io_, std::chrono::seconds(5));
+  EXPECT_TRUE(peer->closed());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  std::vector<transport::Frame> frames = testing::Frames(peer->received());
+  ASSERT_EQ(frames.size(), 1u) << "the refusing hello, and no goaway after it";
+  EXPECT_EQ(frames[0].type, transport::FrameType::kHello);
+}
+
 INSTANTIATE_TEST_SUITE_P(KernelCredentials, AllowListTest,
                          ::testing::ValuesIn(WithKernelCredentials()), ParamName);
 
