@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -138,11 +139,26 @@ absl::Status FrameDecoder::Fail(absl::Status status) {
   return error_;
 }
 
+// What a peer that does not speak courier most likely speaks, from its first bytes (for the
+// bad-magic message): "" when nothing is recognised.
+std::string_view ForeignProtocol(std::span<const std::byte> h) {
+  auto at = [&](size_t i) { return static_cast<unsigned char>(h[i]); };
+  if (at(0) == 0x16 && at(1) == 0x03 && at(2) <= 0x04) {
+    return "; it sent a TLS handshake record: a tls:// client dialling a plain endpoint?";
+  }
+  const std::string_view start(reinterpret_cast<const char*>(h.data()), 4);
+  if (start == "PRI ") return "; it sent the HTTP/2 preface: a gRPC or other HTTP/2 client?";
+  for (std::string_view method : {"GET ", "POST", "PUT ", "HEAD"}) {
+    if (start == method) return "; it sent an HTTP/1 request";
+  }
+  return "";
+}
+
 absl::Status FrameDecoder::CheckHeader(std::span<const std::byte> h, uint32_t& length) {
   if (GetU32(&h[0]) != kFrameMagic) {
     return absl::DataLossError(
-        absl::StrFormat("frame: bad magic 0x%08x (expected 0x%08x): not a courier peer",
-                        GetU32(&h[0]), kFrameMagic));
+        absl::StrFormat("frame: bad magic 0x%08x (expected 0x%08x): not a courier peer%s",
+                        GetU32(&h[0]), kFrameMagic, ForeignProtocol(h)));
   }
   uint8_t type = uint8_t(h[4]), flags = uint8_t(h[5]);
   if (type == 0) return absl::DataLossError("frame: type 0 is invalid");

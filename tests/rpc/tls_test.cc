@@ -216,6 +216,9 @@ TEST_F(TlsCallTest, TlsChannelToAPlaintextServerSaysSo) {
   absl::StatusOr<std::string> who =
       Call(absl::StrCat("tls://", plain->address), Trusting(Certs().ca));
   EXPECT_THAT(who, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("does not speak TLS")));
+  // And the plain server's log says what came in.
+  EXPECT_TRUE(RunUntil(io_, [&] { return !logs_.Matching("sent a TLS handshake record").empty(); }))
+      << "no log line names the TLS client";
 }
 
 TEST_F(TlsCallTest, StalledHandshakeIsClosedAtTheServersHandshakeTimeout) {

@@ -406,6 +406,19 @@ TEST(FrameDecoder, RejectsGarbageAsSoonAsFourBytesArrive) {
   EXPECT_THAT(DecodeAll(garbage), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("bad magic")));
 }
 
+TEST(FrameDecoder, BadMagicNamesTheProtocolAPeerSeemsToSpeak) {
+  const std::string client_hello("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11);
+  EXPECT_THAT(DecodeAll(client_hello),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("sent a TLS handshake record")));
+  EXPECT_THAT(DecodeAll("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("HTTP/2 preface")));
+  EXPECT_THAT(DecodeAll("POST /x HTTP/1.1\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("an HTTP/1 request")));
+  absl::StatusOr<std::vector<Frame>> other = DecodeAll("abcdefghijklmnopq");
+  EXPECT_THAT(other, StatusIs(absl::StatusCode::kDataLoss, HasSubstr("not a courier peer")));
+  EXPECT_THAT(std::string(other.status().message()), ::testing::EndsWith("not a courier peer"));
+}
+
 TEST(FrameDecoder, RejectsGarbageAfterAValidFrame) {
   Frame ping = MakeFrame(FrameType::kPing, 0, 0, "abc");
   FrameDecoder decoder;
