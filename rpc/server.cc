@@ -53,6 +53,14 @@ struct ServedMethod {
   MethodMetrics* metrics;  // null without metrics
 };
 
+// A reactor thread's io_context, whose pending handlers ~Server can destroy (shutdown) while
+// the context itself, and the socket services objects bound to it use, live on.
+class ReactorContext : public asio::io_context {
+ public:
+  using asio::io_context::io_context;
+  using asio::execution_context::shutdown;
+};
+
 // What the server shares with its sessions and accept loops; outlives the Server object while
 // any of them runs.
 struct ServerState {
@@ -66,7 +74,7 @@ struct ServerState {
   std::vector<std::shared_ptr<transport::Listener>> listeners;
   std::vector<std::shared_ptr<Reactor>> reactors;
   // Reactor threads (threads > 0): their io_contexts, kept running by the guards.
-  std::vector<std::unique_ptr<asio::io_context>> contexts;
+  std::vector<std::unique_ptr<ReactorContext>> contexts;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::vector<std::thread> threads;
   size_t next_reactor = 0;
@@ -942,7 +950,7 @@ Server::Server(asio::any_io_executor executor, ServerOptions options)
     return;
   }
   for (int i = 0; i < state_->options.threads; ++i) {
-    auto& io = state_->contexts.emplace_back(std::make_unique<asio::io_context>(1));
+    auto& io = state_->contexts.emplace_back(std::make_unique<internal::ReactorContext>(1));
     state_->guards.push_back(asio::make_work_guard(*io));
     state_->reactors.push_back(std::make_shared<Reactor>(Reactor{io->get_executor(), {}}));
   }
@@ -968,10 +976,12 @@ Server::~Server() {
     });
   }
   for (auto& thread : state_->threads) thread.join();
-  // Handlers still pending on the reactors are destroyed with their io_contexts, here, while
-  // the services they refer to are still alive.
+  // Handlers still pending on the reactors are destroyed here, while the services they refer
+  // to are still alive. The io_contexts themselves stay with the state until the accept loops
+  // are gone: an accept cancelled by the listener's Close completes on the main executor later,
+  // and the socket it made for its reactor belongs to that reactor's context.
   state_->guards.clear();
-  state_->contexts.clear();
+  for (auto& io : state_->contexts) io->shutdown();
 }
 
 absl::Status Server::AddService(ServiceBase& service) {
