@@ -314,10 +314,10 @@ size_t Channel::calls_waiting() const {
 
 absl::Status Channel::RunCallCredentials(std::string_view method, Metadata& metadata) const {
   if (!confidential_ && !options_.allow_insecure_call_credentials) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        "call credentials are not sent over ", endpoint_.scheme,
-        ":// (anyone on the path could read them): use tls://, or set "
-        "ChannelOptions::allow_insecure_call_credentials"));
+    return absl::UnauthenticatedError(
+        absl::StrCat("call credentials are not sent over ", endpoint_.scheme,
+                     ":// (anyone on the path could read them): use tls://, or set "
+                     "ChannelOptions::allow_insecure_call_credentials"));
   }
   return options_.call_credentials(CallCredentialsContext{method, endpoint_}, metadata);
 }
@@ -567,12 +567,12 @@ void Channel::Dispatch(uint32_t call_id, PendingCall& call) {
                                           last_failure_.code() == absl::StatusCode::kUnauthenticated
                                       ? last_failure_.code()
                                       : absl::StatusCode::kUnavailable;
-    Complete(
-        call,
-        absl::Status(code, absl::StrCat(
-            last_failure_.message(), " (waiting ",
-            std::chrono::duration_cast<std::chrono::milliseconds>(retry_at_ - Clock::now()).count(),
-            " ms before the next attempt)")));
+    Complete(call,
+             absl::Status(code, absl::StrCat(last_failure_.message(), " (waiting ",
+                                             std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 retry_at_ - Clock::now())
+                                                 .count(),
+                                             " ms before the next attempt)")));
     return;
   }
   waiting_.push_back(call_id);

@@ -254,7 +254,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
   std::string uri_;
   std::unique_ptr<transport::Transport> transport_;
   ChannelOptions options_;
-  bool confidential_ = false;  // the transport's TransportInfo::confidential
+  bool confidential_ = false;                         // the transport's TransportInfo::confidential
   std::unique_ptr<internal::ClientMetrics> metrics_;  // null without metrics
   std::shared_ptr<internal::ClientSession> session_;  // ready for new calls, or null
   bool dialing_ = false;

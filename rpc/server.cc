@@ -57,8 +57,8 @@ struct ServedMethod {
 // the context itself, and the socket services objects bound to it use, live on.
 class ReactorContext : public asio::io_context {
  public:
-  using asio::io_context::io_context;
   using asio::execution_context::shutdown;
+  using asio::io_context::io_context;
 };
 
 // What the server shares with its sessions and accept loops; outlives the Server object while
@@ -461,8 +461,8 @@ class ServerSession final : public Session {
   bool Authorized(uint32_t id, const RequestHeaderView& header) {
     absl::Status allowed;
     try {
-      allowed = state_->options.authorize(
-          AuthorizationContext{peer(), header.method, header.metadata});
+      allowed =
+          state_->options.authorize(AuthorizationContext{peer(), header.method, header.metadata});
     } catch (const std::exception& e) {
       allowed = absl::InternalError(absl::StrCat("the server's authorize hook failed: ", e.what()));
     } catch (...) {
@@ -795,8 +795,7 @@ absl::Status CheckAllowList(const PeerAllowList& allow, const transport::PeerInf
 
 asio::awaitable<void> AcceptLoop(std::shared_ptr<ServerState> state,
                                  std::shared_ptr<transport::Listener> listener,
-                                 TransportMetrics* metrics,
-                                 std::optional<PeerAllowList> allow) {
+                                 TransportMetrics* metrics, std::optional<PeerAllowList> allow) {
   co_await asio::this_coro::throw_if_cancelled(false);
   // While accept fails (out of descriptors, say), wait before retrying, doubling up to 1 s, and
   // log once per episode: when it starts, and when accepting works again.
@@ -899,13 +898,13 @@ absl::StatusOr<std::optional<PeerAllowList>> TakeAllowList(Endpoint& endpoint) {
     const absl::string_view list = option.substr(option.find('=') + 1);
     for (absl::string_view item : absl::StrSplit(list, ',')) {
       uint32_t id = 0;
-      const bool digits = !item.empty() && std::all_of(item.begin(), item.end(), [](char c) {
-        return c >= '0' && c <= '9';
-      });
+      const bool digits = !item.empty() && std::all_of(item.begin(), item.end(),
+                                                       [](char c) { return c >= '0' && c <= '9'; });
       if (!digits || !absl::SimpleAtoi(item, &id)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            option.substr(0, option.find('=')), ": '", Printable(std::string_view(item.data(), item.size())),
-            "' is not a number (a comma-separated list of numeric ids)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(option.substr(0, option.find('=')), ": '",
+                         Printable(std::string_view(item.data(), item.size())),
+                         "' is not a number (a comma-separated list of numeric ids)"));
       }
       if (uid) {
         allow->uids.push_back(id);

@@ -152,9 +152,9 @@ class Server {
   // Starts listening on `uri` (callable several times, for several endpoints) and returns the
   // resolved endpoint (the real port for port 0; without allow_uid and allow_gid, which are the
   // server's). kInvalidArgument for a bad URI, an unknown scheme or an allow-list on a transport
-  // without kernel credentials, kAlreadyExists when the address is taken, kFailedPrecondition after Shutdown. The
-  // first call also starts the metrics endpoint (ServerOptions::metrics_listen), and fails
-  // kInvalidArgument for a malformed address or kUnavailable when it cannot be bound.
+  // without kernel credentials, kAlreadyExists when the address is taken, kFailedPrecondition after
+  // Shutdown. The first call also starts the metrics endpoint (ServerOptions::metrics_listen), and
+  // fails kInvalidArgument for a malformed address or kUnavailable when it cannot be bound.
   absl::StatusOr<Endpoint> Listen(std::string_view uri);
 
   // Stops accepting, tells clients to go away (their new calls go elsewhere), lets calls in

@@ -34,7 +34,7 @@ namespace courier::internal {
 //   courier_server_connections_open{transport}            gauge    ("tcp", "unix", ...)
 //   courier_server_connections_accepted_total{transport}  counter
 //   courier_server_protocol_errors_total{transport}       counter
-//   courier_server_connections_not_allowed_total{transport}  counter  (ServerOptions::allowed_peers)
+//   courier_server_connections_not_allowed_total{transport}  counter (ServerOptions::allowed_peers)
 // Message bytes are protobuf bytes, without frame and call headers: a unary call's request and
 // response, each message of a streaming call. A server counts a call once its method is looked
 // up: calls to methods it does not serve go under method="unknown" (so a peer sending random
@@ -42,9 +42,9 @@ namespace courier::internal {
 // under the method, both finished UNIMPLEMENTED at once; calls refused before the lookup (a
 // malformed header, over max_concurrent_calls or max_message_size, while draining) are not
 // counted per method (ServerStats counts some). A call ServerOptions::authorize refuses is
-// counted as finished with the hook's code, under its method (or "unknown"). A server call ends when its handler returns
-// (or is cancelled), with the status sent; a client call when its result is returned (a
-// stream: when the channel releases it, just after its end).
+// counted as finished with the hook's code, under its method (or "unknown"). A server call ends
+// when its handler returns (or is cancelled), with the status sent; a client call when its result
+// is returned (a stream: when the channel releases it, just after its end).
 
 // absl::StatusCode values 0..16, the gRPC codes; any other code is recorded as UNKNOWN.
 inline constexpr int kStatusCodes = 17;

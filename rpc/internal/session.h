@@ -221,7 +221,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool flush_posted_ = false;  // SendSoon's flush is in the reactor's queue
   bool close_after_flush_ = false;
   bool closed_ = false;
-  bool refusing_ = false;     // we refused the peer: its frames are dropped
+  bool refusing_ = false;      // we refused the peer: its frames are dropped
   bool peer_refused_ = false;  // the peer's hello refused us
   absl::Status flush_status_;
 };

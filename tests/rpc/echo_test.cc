@@ -395,7 +395,8 @@ TEST_P(EchoTest, MultiThreadedServerDestroyedWithCallsInFlight) {
   }
   ASSERT_TRUE(RunUntil(io_, [&] { return service_.sleep_started >= 20; }));
   server_.reset();
-  EXPECT_TRUE(RunUntil(io_, [&] { return done == 40; }, std::chrono::seconds(10)));
+  EXPECT_TRUE(RunUntil(
+      io_, [&] { return done == 40; }, std::chrono::seconds(10)));
   EXPECT_EQ(service_.sleep_finished, 0);
 }
 

@@ -524,10 +524,11 @@ TEST(MetricsOptions, RefusalsByTheAllowListAndTheAuthorizeHookAreCounted) {
     return context.method == kUnary ? absl::PermissionDeniedError("no") : absl::OkStatus();
   };
   GenericService service;
-  service.AddRawMethod(kUnary, [](ServerContext&, std::string_view request)
-                                   -> asio::awaitable<absl::StatusOr<std::string>> {
-    co_return std::string(request);
-  });
+  service.AddRawMethod(
+      kUnary,
+      [](ServerContext&, std::string_view request) -> asio::awaitable<absl::StatusOr<std::string>> {
+        co_return std::string(request);
+      });
   Server server(io.get_executor(), options);
   ASSERT_THAT(server.AddService(service), IsOk());
   // Refused at the door: unix:// carries the uid, and ours is not on the list.
@@ -535,9 +536,9 @@ TEST(MetricsOptions, RefusalsByTheAllowListAndTheAuthorizeHookAreCounted) {
       absl::StrCat(transport::FindTransport("unix").value()->loopback_endpoint().ToString()));
   ASSERT_THAT(refused, IsOk());
   // Admitted (the URI's list), then refused per call by the hook.
-  absl::StatusOr<Endpoint> admitted = server.Listen(absl::StrCat(
-      transport::FindTransport("unix").value()->loopback_endpoint().ToString(), "?allow_uid=",
-      getuid()));
+  absl::StatusOr<Endpoint> admitted = server.Listen(
+      absl::StrCat(transport::FindTransport("unix").value()->loopback_endpoint().ToString(),
+                   "?allow_uid=", getuid()));
   ASSERT_THAT(admitted, IsOk());
   auto outsider = Channel::Create(io.get_executor(), refused->ToString()).value();
   EXPECT_THAT(RunCoro(io, outsider->Call(kUnary, "x")),
@@ -547,9 +548,8 @@ TEST(MetricsOptions, RefusalsByTheAllowListAndTheAuthorizeHookAreCounted) {
               StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(RunCoro(io, insider->Call("/no.Such/Method", "x")),
               StatusIs(absl::StatusCode::kUnimplemented));
-  EXPECT_EQ(Value(*registry, "courier_server_connections_not_allowed_total",
-                  {{"transport", "unix"}}),
-            1);
+  EXPECT_EQ(
+      Value(*registry, "courier_server_connections_not_allowed_total", {{"transport", "unix"}}), 1);
   EXPECT_EQ(Value(*registry, "courier_server_handled_total",
                   {{"method", kUnary}, {"code", "PERMISSION_DENIED"}}),
             1);

@@ -74,7 +74,8 @@ class Streams final : public StreamsService {
                                                   ServerReader<Payload>& reader) override {
     ++handled;
     Summary summary;
-    while (std::optional<Payload> p = co_await reader.Read()) summary.set_count(summary.count() + 1);
+    while (std::optional<Payload> p = co_await reader.Read())
+      summary.set_count(summary.count() + 1);
     co_return summary;
   }
   asio::awaitable<absl::Status> PingPong(ServerContext&,
@@ -130,7 +131,8 @@ class SecurityTest : public ::testing::TestWithParam<transport::TransportInfo> {
     ASSERT_THAT(server_->AddService(streams_), IsOk());
     ASSERT_THAT(server_->AddService(raw_.service()), IsOk());
     std::string uri = GetParam().loopback_endpoint().ToString();
-    if (!query.empty()) absl::StrAppend(&uri, uri.find('?') == std::string::npos ? "?" : "&", query);
+    if (!query.empty())
+      absl::StrAppend(&uri, uri.find('?') == std::string::npos ? "?" : "&", query);
     absl::StatusOr<Endpoint> endpoint = server_->Listen(uri);
     ASSERT_THAT(endpoint, IsOk());
     endpoint_ = *endpoint;
@@ -174,7 +176,7 @@ class SecurityTest : public ::testing::TestWithParam<transport::TransportInfo> {
     return RunCoro(io_, channel->Call(std::move(method), "raw", call));
   }
 
-  Streams streams_;             // outlive the io_context, whose pending handlers refer to them
+  Streams streams_;  // outlive the io_context, whose pending handlers refer to them
   testing::TestService raw_;
   asio::io_context io_;
   std::unique_ptr<Server> server_;
@@ -194,8 +196,8 @@ TEST_P(SecurityTest, AuthorizeRefusesPerMethodBeforeTheHandlerRuns) {
   StartServer(options);
   auto channel = NewChannel();
   EXPECT_THAT(Unary(channel), IsOk());
-  EXPECT_THAT(Download(channel),
-              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("downloads are not for you")));
+  EXPECT_THAT(Download(channel), StatusIs(absl::StatusCode::kPermissionDenied,
+                                          HasSubstr("downloads are not for you")));
   EXPECT_EQ(streams_.handled.load(), 1);  // Unary's only
   EXPECT_EQ(server_->stats().calls_not_authorized, 1u);
   EXPECT_THAT(Unary(channel), IsOk()) << "the connection stays usable";
@@ -206,8 +208,9 @@ TEST_P(SecurityTest, AuthorizeSeesThePeerTheMethodAndTheMetadata) {
   std::optional<transport::PeerCredentials> credentials;
   ServerOptions options;
   options.authorize = [&](const AuthorizationContext& context) {
-    seen.push_back(absl::StrCat(transport::AsAbsl(context.method), " ", Find(context.metadata, "x-user").value_or("-"),
-                                " ", context.peer.address.empty() ? "no address" : "address"));
+    seen.push_back(absl::StrCat(transport::AsAbsl(context.method), " ",
+                                Find(context.metadata, "x-user").value_or("-"), " ",
+                                context.peer.address.empty() ? "no address" : "address"));
     credentials = context.peer.credentials;
     return absl::OkStatus();
   };
@@ -271,7 +274,7 @@ TEST_P(SecurityTest, CallCredentialsGoWithEveryKindOfCall) {
   };
   options.allow_insecure_call_credentials = !GetParam().confidential;
   auto channel = NewChannel(options);
-  EXPECT_THAT(Unary(channel), IsOk());  // generated unary stub
+  EXPECT_THAT(Unary(channel), IsOk());               // generated unary stub
   absl::StatusOr<int> streamed = Download(channel);  // generated streaming stub
   ASSERT_THAT(streamed, IsOk());
   EXPECT_EQ(*streamed, 2);
@@ -298,9 +301,8 @@ TEST_P(SecurityTest, CallCredentialsAreNotSentOverTransportsAnyoneCanRead) {
     EXPECT_EQ(authorized.load(), 1);
     return;
   }
-  EXPECT_THAT(Unary(channel),
-              StatusIs(absl::StatusCode::kUnauthenticated,
-                       HasSubstr("allow_insecure_call_credentials")));
+  EXPECT_THAT(Unary(channel), StatusIs(absl::StatusCode::kUnauthenticated,
+                                       HasSubstr("allow_insecure_call_credentials")));
   EXPECT_THAT(Download(channel), StatusIs(absl::StatusCode::kUnauthenticated));
   EXPECT_THAT(Raw(channel, testing::kEcho), StatusIs(absl::StatusCode::kUnauthenticated));
   EXPECT_EQ(authorized.load(), 0) << "nothing reached the server";
@@ -356,12 +358,12 @@ TEST_P(SecurityTest, NoLogLineCarriesAToken) {
   ASSERT_THAT(peer->Write(io_, testing::HelloBytes()), IsOk());
   ASSERT_TRUE(peer->ReadFrames(io_, 1));
   // (Call 1 sleeps, so the second request reuses an id in flight.)
-  ASSERT_THAT(peer->Write(io_, testing::RequestBytes(
-                                   1, testing::kSleep, "2000", 10'000'000,
-                                   {{"authorization", absl::StrCat("Bearer ", kToken)}}) +
-                                   testing::RequestBytes(1, testing::kSleep, "2000", 10'000'000,
-                                                         {{"authorization", kToken}})),
-              IsOk());
+  ASSERT_THAT(
+      peer->Write(io_, testing::RequestBytes(1, testing::kSleep, "2000", 10'000'000,
+                                             {{"authorization", absl::StrCat("Bearer ", kToken)}}) +
+                           testing::RequestBytes(1, testing::kSleep, "2000", 10'000'000,
+                                                 {{"authorization", kToken}})),
+      IsOk());
   peer->ReadUntilClosed(io_);
   EXPECT_TRUE(peer->closed());
   ASSERT_TRUE(RunUntil(io_, [&] { return !logs.Matching("reused while in flight").empty(); }));
@@ -392,9 +394,10 @@ TEST_P(AllowListTest, OtherUidsAreRefusedWithPermissionDenied) {
   options.allowed_peers.uids = {getuid() + 1, getuid() + 2};
   StartServer(options);
   auto channel = NewChannel();
-  EXPECT_THAT(Unary(channel), StatusIs(absl::StatusCode::kPermissionDenied,
-                                       HasSubstr(absl::StrCat("uid ", getuid(), " (gid ", getgid(),
-                                                              ") may not connect"))));
+  EXPECT_THAT(
+      Unary(channel),
+      StatusIs(absl::StatusCode::kPermissionDenied,
+               HasSubstr(absl::StrCat("uid ", getuid(), " (gid ", getgid(), ") may not connect"))));
   // While the channel backs off, its calls fail fast with the same code.
   EXPECT_THAT(Download(channel), StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(Raw(channel, testing::kEcho), StatusIs(absl::StatusCode::kPermissionDenied));
@@ -452,8 +455,9 @@ TEST_P(AllowListTest, ARefusalIsAHelloAndTheServerClosesWithinASecond) {
   // A client that says hello, calls anyway and never closes: nothing is answered, and the
   // server closes at kRefusalLinger.
   const auto start = std::chrono::steady_clock::now();
-  ASSERT_THAT(peer->Write(io_, testing::HelloBytes() + testing::RequestBytes(1, testing::kEcho, "x")),
-              IsOk());
+  ASSERT_THAT(
+      peer->Write(io_, testing::HelloBytes() + testing::RequestBytes(1, testing::kEcho, "x")),
+      IsOk());
   peer->ReadUntilClosed(io_, std::chrono::seconds(5));
   EXPECT_TRUE(peer->closed());
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));

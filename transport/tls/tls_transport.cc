@@ -1,11 +1,11 @@
 #include "transport/tls/tls_transport.h"
 
 #include <arpa/inet.h>
-#include <sys/stat.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
