@@ -25,6 +25,7 @@
 #include "bench/system.h"
 #include "examples/echo.courier.h"
 #include "examples/echo.pb.h"
+#include "examples/echo/echo_service.h"
 #include "prometheus/registry.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
@@ -37,15 +38,6 @@ namespace {
 using ::courier::examples::EchoReply;
 using ::courier::examples::EchoRequest;
 using ::courier::examples::EchoStub;
-
-class EchoServer final : public ::courier::examples::EchoService {
- public:
-  asio::awaitable<absl::StatusOr<EchoReply>> Say(ServerContext&, EchoRequest request) override {
-    EchoReply reply;
-    reply.set_text(std::move(*request.mutable_text()));
-    co_return reply;
-  }
-};
 
 // Download: `size`-byte messages for `duration_ms` (the clock read every 64th message); Chat: an
 // echo of each message until the client half-closes.
@@ -281,7 +273,7 @@ class CourierSystem final : public System {
         transport::FindTransport(variant ? variant->scheme : transport);
     if (!info.ok()) return info.status();
     asio::io_context io(1);
-    EchoServer echo;
+    ::courier::examples::EchoServer echo;
     StreamServer streams;
     ServerOptions server_options;
     if (metrics_) server_options.metrics_listen = "127.0.0.1:0";

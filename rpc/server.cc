@@ -1029,26 +1029,24 @@ absl::StatusOr<Endpoint> Server::Listen(std::string_view uri) {
   if (state_->shut_down) return absl::FailedPreconditionError("Listen after Shutdown");
   absl::StatusOr<Endpoint> endpoint = ParseEndpoint(uri);
   if (!endpoint.ok()) return endpoint.status();
+  absl::StatusOr<const transport::TransportInfo*> info =
+      transport::FindTransport(endpoint->scheme, state_->options.transports);
+  if (!info.ok()) return transport::Annotate(info.status(), uri);
   absl::StatusOr<std::optional<PeerAllowList>> allow = internal::TakeAllowList(*endpoint);
   if (!allow.ok()) return transport::Annotate(allow.status(), uri);
   if (!*allow && !state_->options.allowed_peers.empty()) *allow = state_->options.allowed_peers;
-  if (*allow) {  // never an empty list: the URI's has an id at least
-    absl::StatusOr<const transport::TransportInfo*> info =
-        transport::FindTransport(endpoint->scheme, state_->options.transports);
-    if (info.ok() && !(*info)->kernel_credentials) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          transport::AsAbsl(uri), ": an allow-list by uid and gid needs kernel credentials, which ",
-          endpoint->scheme,
-          ":// connections do not carry (unix://, shm:// and fifo:// do; elsewhere use the "
-          "authorize hook, or tls:// with client certificates)"));
-    }
+  // (Never an empty list: the URI's has an id at least.)
+  if (*allow && !(*info)->kernel_credentials) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        transport::AsAbsl(uri), ": an allow-list by uid and gid needs kernel credentials, which ",
+        endpoint->scheme,
+        ":// connections do not carry (unix://, shm:// and fifo:// do; elsewhere use the "
+        "authorize hook, or tls:// with client certificates)"));
   }
-  absl::StatusOr<std::unique_ptr<transport::Transport>> transport = transport::NewTransport(
-      endpoint->scheme, executor_, state_->options.transports,
-      transport::TransportOptions{.tls = state_->options.tls,
-                                  .handshake_timeout = state_->options.handshake_timeout});
-  if (!transport.ok()) return transport::Annotate(transport.status(), uri);
-  absl::StatusOr<std::unique_ptr<transport::Listener>> listener = (*transport)->Listen(*endpoint);
+  std::shared_ptr<transport::Transport> transport = (*info)->factory(
+      executor_, transport::TransportOptions{.tls = state_->options.tls,
+                                             .handshake_timeout = state_->options.handshake_timeout});
+  absl::StatusOr<std::unique_ptr<transport::Listener>> listener = transport->Listen(*endpoint);
   if (!listener.ok())
     return transport::Annotate(listener.status(), absl::StrCat("listen ", transport::AsAbsl(uri)));
   internal::TransportMetrics* metrics = nullptr;
@@ -1062,7 +1060,7 @@ absl::StatusOr<Endpoint> Server::Listen(std::string_view uri) {
   }
   state_->listening = true;
   std::shared_ptr<transport::Listener> shared = *std::move(listener);
-  state_->transports.push_back(*std::move(transport));
+  state_->transports.push_back(std::move(transport));
   state_->listeners.push_back(shared);
   endpoints_.push_back(shared->local_endpoint());
   asio::co_spawn(executor_, internal::AcceptLoop(state_, shared, metrics, *std::move(allow)),

@@ -15,21 +15,9 @@
 #include "asio/io_context.hpp"
 #include "examples/common/serve.h"
 #include "examples/echo.courier.h"
+#include "examples/echo/echo_service.h"
 
 namespace {
-
-using courier::examples::EchoReply;
-using courier::examples::EchoRequest;
-
-class EchoServer final : public courier::examples::EchoService {
- public:
-  asio::awaitable<absl::StatusOr<EchoReply>> Say(courier::ServerContext&,
-                                                 EchoRequest request) override {
-    EchoReply reply;
-    reply.set_text(std::move(*request.mutable_text()));
-    co_return reply;
-  }
-};
 
 int Usage() {
   std::fprintf(stderr,
@@ -59,7 +47,7 @@ int main(int argc, char** argv) {
   if (uris.empty()) return Usage();
 
   asio::io_context io(1);
-  EchoServer echo;
+  courier::examples::EchoServer echo;
   courier::ServerOptions options;
   options.threads = threads;
   options.metrics_listen = metrics_listen;

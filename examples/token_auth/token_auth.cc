@@ -26,6 +26,7 @@
 #include "asio/co_spawn.hpp"
 #include "asio/io_context.hpp"
 #include "examples/echo.courier.h"
+#include "examples/echo/echo_service.h"
 #include "openssl/crypto.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
@@ -36,16 +37,6 @@ using courier::examples::EchoReply;
 using courier::examples::EchoRequest;
 
 constexpr std::string_view kBearer = "Bearer ";
-
-class EchoServer final : public courier::examples::EchoService {
- public:
-  asio::awaitable<absl::StatusOr<EchoReply>> Say(courier::ServerContext&,
-                                                 EchoRequest request) override {
-    EchoReply reply;
-    reply.set_text(std::move(*request.mutable_text()));
-    co_return reply;
-  }
-};
 
 // The server's check: runs on the reactor before every call's handler, so it only compares.
 // CRYPTO_memcmp takes the same time wherever the bytes differ; only the length can leak, and
@@ -169,7 +160,7 @@ int main(int argc, char** argv) {
   std::string token = from_env != nullptr && *from_env != '\0' ? from_env : "courier-example-token";
 
   asio::io_context io(1);
-  EchoServer echo;
+  courier::examples::EchoServer echo;
   courier::ServerOptions options;
   options.authorize = [token](const courier::AuthorizationContext& context) {
     return CheckToken(token, context);

@@ -178,12 +178,9 @@ absl::Status Session::HandleHello(const Frame& frame) {
       return absl::DataLossError("protocol error: a client's hello carries a refusal");
     }
     peer_refused_ = true;
-    const uint32_t code = hello.refusal_code();
-    return absl::Status(code > static_cast<uint32_t>(absl::StatusCode::kUnauthenticated)
-                            ? absl::StatusCode::kUnknown
-                            : static_cast<absl::StatusCode>(code),
-                        absl::StrCat(options_.peer_name, " refused the connection: ",
-                                     Printable(hello.refusal_message())));
+    return StatusFromWire(hello.refusal_code(),
+                          absl::StrCat(options_.peer_name, " refused the connection: ",
+                                       Printable(hello.refusal_message())));
   }
   peer_hello_ = std::move(hello);
   return absl::OkStatus();

@@ -297,13 +297,16 @@ Metadata FromWire(const google::protobuf::RepeatedPtrField<wire::MetadataEntry>&
   return metadata;
 }
 
-absl::Status StatusFromWire(const wire::ResponseHeader& header) {
-  int code = header.code();
-  if (code < 0 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+absl::Status StatusFromWire(int64_t code, std::string_view message) {
+  if (code < 0 || code > static_cast<int64_t>(absl::StatusCode::kUnauthenticated)) {
     return absl::UnknownError(
-        absl::StrCat("peer sent unknown status code ", code, ": ", header.message()));
+        absl::StrCat("peer sent unknown status code ", code, ": ", transport::AsAbsl(message)));
   }
-  return absl::Status(static_cast<absl::StatusCode>(code), header.message());
+  return absl::Status(static_cast<absl::StatusCode>(code), transport::AsAbsl(message));
+}
+
+absl::Status StatusFromWire(const wire::ResponseHeader& header) {
+  return StatusFromWire(header.code(), header.message());
 }
 
 transport::Frame HelloFrame(uint32_t max_frame_payload, uint32_t max_concurrent_calls,

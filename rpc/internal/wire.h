@@ -74,7 +74,9 @@ absl::StatusOr<RequestHeaderView> DecodeRequestHeader(std::string_view payload);
 void ToWire(const Metadata& metadata, google::protobuf::RepeatedPtrField<wire::MetadataEntry>& out);
 Metadata FromWire(const google::protobuf::RepeatedPtrField<wire::MetadataEntry>& entries);
 
-// A response header's status; codes outside the canonical 0-16 become kUnknown.
+// A status from a peer's code and message (a response header's, a hello's refusal); codes
+// outside the canonical 0-16 become kUnknown.
+absl::Status StatusFromWire(int64_t code, std::string_view message);
 absl::Status StatusFromWire(const wire::ResponseHeader& header);
 
 transport::Frame HelloFrame(uint32_t max_frame_payload, uint32_t max_concurrent_calls = 0,

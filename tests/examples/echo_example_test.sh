@@ -5,17 +5,8 @@
 set -euo pipefail
 server_bin=$1
 client_bin=$2
-dir=$(mktemp -d)
-server=""
-cleanup() {
-  [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
+# $dir, $server, cleanup at exit, fail
+source "$(dirname "$0")/../testing/script_lib.sh"
 
 # shm:// names a socket in the per-user rendezvous directory, so the name carries our pid.
 shm_name="courier-example-$$"

@@ -6,17 +6,8 @@
 set -euo pipefail
 server_bin=$1
 client_bin=$2
-dir=$(mktemp -d)
-server=""
-cleanup() {
-  [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
+# $dir, $server, cleanup at exit, fail
+source "$(dirname "$0")/../testing/script_lib.sh"
 
 "$server_bin" --listen tcp://127.0.0.1:0 --listen "unix://$dir/echo.sock" \
   --metrics-listen 127.0.0.1:0 >"$dir/out" 2>&1 &

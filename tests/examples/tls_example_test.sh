@@ -8,17 +8,8 @@ certs_bin=$1
 server_bin=$2
 client_bin=$3
 cli_bin=$4
-dir=$(mktemp -d)
-server=""
-cleanup() {
-  [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
+# $dir, $server, cleanup at exit, fail
+source "$(dirname "$0")/../testing/script_lib.sh"
 # Starts echo_server on $1 and sets $uri to the endpoint it prints (the real port).
 start_server() {
   [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true

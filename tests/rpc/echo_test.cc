@@ -57,6 +57,17 @@ class EchoTest : public ::testing::TestWithParam<transport::TransportInfo> {
     return channel.ok() ? *channel : nullptr;
   }
 
+  // The server replaced by one with two reactor threads, and four channels to it.
+  std::vector<std::shared_ptr<Channel>> TwoThreadServerAndFourChannels() {
+    server_.reset();
+    ServerOptions options;
+    options.threads = 2;
+    StartServer(options);
+    std::vector<std::shared_ptr<Channel>> channels;
+    for (int i = 0; i < 4; ++i) channels.push_back(NewChannel());
+    return channels;
+  }
+
   StatusOrBytes Call(const std::shared_ptr<Channel>& channel, std::string method,
                      std::string request, CallOptions options = {}) {
     return RunCoro(io_, channel->Call(std::move(method), std::move(request), std::move(options)));
@@ -352,12 +363,7 @@ TEST_P(EchoTest, ShutdownCancelsCallsAfterTheDrainDeadline) {
 }
 
 TEST_P(EchoTest, MultiThreadedServerSpreadsConnections) {
-  server_.reset();
-  ServerOptions options;
-  options.threads = 2;
-  StartServer(options);
-  std::vector<std::shared_ptr<Channel>> channels;
-  for (int i = 0; i < 4; ++i) channels.push_back(NewChannel());
+  std::vector<std::shared_ptr<Channel>> channels = TwoThreadServerAndFourChannels();
   int done = 0, ok = 0;
   for (int i = 0; i < 200; ++i) {
     asio::co_spawn(io_, channels[i % 4]->Call(testing::kEcho, std::to_string(i)),
@@ -379,12 +385,7 @@ TEST_P(EchoTest, MultiThreadedServerSpreadsConnections) {
 // ends. Most end at once as their connection closes; over shm:// and fifo:// one in a few runs
 // learns of it only at its deadline (3 s here), hence the wait.
 TEST_P(EchoTest, MultiThreadedServerDestroyedWithCallsInFlight) {
-  server_.reset();
-  ServerOptions options;
-  options.threads = 2;
-  StartServer(options);
-  std::vector<std::shared_ptr<Channel>> channels;
-  for (int i = 0; i < 4; ++i) channels.push_back(NewChannel());
+  std::vector<std::shared_ptr<Channel>> channels = TwoThreadServerAndFourChannels();
   CallOptions call;
   call.timeout = std::chrono::seconds(3);
   int done = 0;

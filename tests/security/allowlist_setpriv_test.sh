@@ -22,17 +22,8 @@ if ! command -v setpriv >/dev/null; then
   echo "SKIP: no setpriv"
   exit 77
 fi
-dir=$(mktemp -d)
-server=""
-cleanup() {
-  [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
+# $dir, $server, cleanup at exit, fail
+source "$(dirname "$0")/../testing/script_lib.sh"
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 # Whether nobody can run $1: with no arguments echo_client exits 2 (usage), not 126 or 127.
 nobody_runs() {

@@ -350,14 +350,20 @@ class ClientContexts {
       absl::StrAppend(&key, file->size(), ":", *file, ":", st.st_dev, ":", st.st_ino, ":",
                       st.st_size, ":", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec, "|");
     }
-    // PEM texts by their digest: the cache keeps no copy of a private key.
+    // PEM texts by their digest: the cache keeps no copy of a private key. (Most settings have
+    // none: files, or the system's store.)
     for (const std::string* pem :
          {&options.ca_pem, &options.certificate_pem, &options.private_key_pem}) {
+      if (pem->empty()) {
+        key.append("0|");
+        continue;
+      }
       unsigned char digest[EVP_MAX_MD_SIZE];
       unsigned int length = 0;
       if (EVP_Digest(pem->data(), pem->size(), digest, &length, EVP_sha256(), nullptr) != 1) {
         return std::nullopt;
       }
+      key.push_back('1');
       key.append(reinterpret_cast<const char*>(digest), length);
       key.push_back('|');
     }
